@@ -1,0 +1,296 @@
+"""Extractor base class, spec grammar and registry.
+
+An extractor follows scikit-learn's estimator conventions:
+
+* ``__init__`` only stores its keyword parameters (declared in ``params``); no work, no I/O.
+* ``config`` is a frozen, hashable view of those parameters plus the class's ``version``;
+  its ``key`` (a short sha256) names the extractor in the feature cache, so a changed
+  parameter or a bumped ``version`` never reuses stale features.
+* ``fit(train_images)`` learns whatever the extractor learns (codebooks, PCA, GMMs) from
+  training images only; extractors that learn nothing need not override it.
+* ``transform(images)`` returns ``float32 [n, d]``. An extractor that yields several outputs
+  from one pass (a CNN tapped at several layers) lists them in ``outputs`` and implements
+  ``transform_outputs``; each output becomes its own row in the results.
+
+Images are RGB ``uint8`` arrays ``[H, W, 3]`` (see :mod:`featbench.datasets.images`).
+
+Spec grammar (``featbench list extractors`` prints what is registered)::
+
+    spec    := name [ "@" layers ] [ ":" options ]
+    layers  := layer { "+" layer }           # e.g. cnn:tf_efficientnet_lite0@blocks.5+pre_logits
+    options := key "=" value { "," key "=" value }
+
+For ``cnn`` the model name follows the first colon: ``cnn:MODEL[@LAYERS][:OPTIONS]``.
+Values are parsed as int, float, true/false/none, else kept as strings; a ``+`` inside a
+value separates list items (``levels=1+2``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from importlib import metadata
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+
+from featbench.errors import FeatbenchError
+
+ENTRY_POINT_GROUP = "featbench.extractors"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items())}
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractorConfig:
+    """Frozen identity of an extractor: name, version and parameters (sorted, JSON-able)."""
+
+    name: str
+    version: str
+    params: tuple[tuple[str, Any], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "params": dict(self.params)}
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(self.as_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def __hash__(self) -> int:  # params may hold lists; hash the canonical JSON instead
+        return hash(self.key)
+
+
+class Extractor:
+    """Base class for every feature extractor.
+
+    Subclasses set ``name`` and ``version`` and declare their parameters with defaults in
+    ``params``. Bump ``version`` whenever the numbers a given config produces change.
+    """
+
+    name: ClassVar[str] = "base"
+    version: ClassVar[str] = "1"
+    family: ClassVar[str] = "classical"  # "cnn" or "classical"; used to group report rows
+    params: ClassVar[dict[str, Any]] = {}
+    #: True when ``fit`` learns state from training images (the cache key then includes them).
+    learns: ClassVar[bool] = False
+    #: True when ``transform`` accepts a ``device`` (torch) and benefits from batching.
+    uses_torch: ClassVar[bool] = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        unknown = sorted(set(kwargs) - set(self.params))
+        if unknown:
+            raise FeatbenchError(
+                f"extractor '{self.name}': unknown option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(self.params)) or 'none'}"
+            )
+        for key, default in self.params.items():
+            setattr(self, key, kwargs.get(key, default))
+        self.fit_key: str | None = None
+
+    # -- identity -------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.params}
+
+    @property
+    def config(self) -> ExtractorConfig:
+        items = tuple(sorted((k, _jsonable(v)) for k, v in self.get_params().items()))
+        return ExtractorConfig(self.name, str(self.version), items)
+
+    @property
+    def spec(self) -> str:
+        """A spec string that rebuilds this extractor (non-default options only)."""
+        opts = [f"{k}={_format_value(v)}" for k, v in self.get_params().items() if v != self.params[k]]
+        return self.name + (":" + ",".join(opts) if opts else "")
+
+    @property
+    def outputs(self) -> list[str]:
+        """Names of the feature outputs one pass yields (a CNN's layers); default one, ''."""
+        return [""]
+
+    def cache_key(self, output: str = "") -> str:
+        """Cache namespace for one output: config, version, output and (if learned) fit state."""
+        parts = [self.config.key, output]
+        if self.learns:
+            if self.fit_key is None:
+                raise FeatbenchError(f"extractor '{self.spec}' must be fitted before transform")
+            parts.append(self.fit_key)
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance for run.json (weights, preprocessing, ...). Override to add details."""
+        return {"spec": self.spec, **self.config.as_dict()}
+
+    def configure_runtime(self, device: str = "cpu", batch_size: int | None = None,
+                          num_workers: int | None = None, threads: int | None = None) -> None:
+        """Runtime settings that do not change the features (device, batching, threads).
+
+        They are not parameters, so they never enter the cache key. Extractors that use torch
+        override this; the default ignores everything but remembers the device.
+        """
+        self.device = device
+
+    # -- estimator API ----------------------------------------------------------------
+    def fit(self, images: Sequence[np.ndarray], labels: Sequence[int] | None = None, *,
+            image_ids: Sequence[str] | None = None, seed: int = 0) -> "Extractor":
+        """Learn from training images only. ``image_ids`` and ``seed`` fix the fit identity."""
+        if self.learns:
+            ids = sorted(image_ids) if image_ids is not None else []
+            blob = json.dumps({"ids": ids, "seed": seed}).encode()
+            self.fit_key = hashlib.sha256(blob).hexdigest()[:16]
+        return self
+
+    def transform(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        outs = self.transform_outputs(images)
+        if len(outs) != 1:
+            raise FeatbenchError(f"extractor '{self.spec}' has several outputs; use transform_outputs")
+        return next(iter(outs.values()))
+
+    def transform_outputs(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Features of ``images`` for every output: ``{output: float32 [n, d]}``."""
+        return {"": np.stack([self.transform_one(im) for im in images]).astype(np.float32, copy=False)}
+
+    def transform_one(self, image: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} implements neither transform_outputs nor transform_one")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec}>"
+
+
+# ----------------------------------------------------------------------------------
+# Spec parsing
+# ----------------------------------------------------------------------------------
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "+".join(_format_value(v) for v in value)
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def parse_value(text: str) -> Any:
+    if "+" in text:
+        return [parse_value(t) for t in text.split("+")]
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedSpec:
+    name: str
+    target: str | None  # the model for cnn:MODEL
+    layers: tuple[str, ...]
+    options: dict[str, Any]
+
+
+def parse_spec(spec: str) -> ParsedSpec:
+    spec = spec.strip()
+    if not spec:
+        raise FeatbenchError("empty extractor spec")
+    name, _, rest = spec.partition(":")
+    target = None
+    if name == "cnn":
+        if not rest:
+            raise FeatbenchError("extractor spec 'cnn' needs a model: cnn:MODEL[@LAYER[+LAYER..]][:OPTIONS]")
+        target, _, rest = rest.partition(":")
+        target, _, layer_text = target.partition("@")
+    else:
+        name, _, layer_text = name.partition("@")
+    layers = tuple(l for l in layer_text.split("+") if l) if layer_text else ()
+    options: dict[str, Any] = {}
+    if rest:
+        for item in rest.split(","):
+            key, eq, value = item.partition("=")
+            if not eq or not key:
+                raise FeatbenchError(f"extractor spec '{spec}': option '{item}' is not key=value")
+            options[key.strip()] = parse_value(value.strip())
+    return ParsedSpec(name, target, layers, options)
+
+
+# ----------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------
+
+def _first_line(doc: str | None) -> str:
+    lines = (doc or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+Factory = Callable[[ParsedSpec], Extractor]
+_REGISTRY: dict[str, tuple[Factory, str]] = {}
+_ENTRY_POINTS_LOADED = False
+
+
+def register(name: str, summary: str = "") -> Callable[[Any], Any]:
+    """Register an Extractor subclass (or a factory taking a ParsedSpec) under ``name``."""
+
+    def deco(obj: Any) -> Any:
+        if isinstance(obj, type) and issubclass(obj, Extractor):
+            def factory(parsed: ParsedSpec, cls=obj) -> Extractor:
+                if parsed.layers:
+                    raise FeatbenchError(f"extractor '{parsed.name}' takes no @layer")
+                return cls(**parsed.options)
+            _REGISTRY[name] = (factory, summary or _first_line(obj.__doc__))
+        else:
+            _REGISTRY[name] = (obj, summary or _first_line(obj.__doc__))
+        return obj
+
+    return deco
+
+
+def _load_builtin_and_plugins() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    import featbench.features  # noqa: F401  (registers the built-in extractors)
+
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must not break featbench
+            import warnings
+
+            warnings.warn(f"featbench: extractor plugin '{ep.name}' failed to load: {exc}")
+            continue
+        if ep.name not in _REGISTRY:
+            register(ep.name)(obj)
+
+
+def available() -> dict[str, str]:
+    """Registered extractor names and one-line summaries."""
+    _load_builtin_and_plugins()
+    return {k: v[1] for k, v in sorted(_REGISTRY.items())}
+
+
+def create(spec: str) -> Extractor:
+    """Build an extractor from a spec string such as ``sift-dense-bow:k=1000``."""
+    _load_builtin_and_plugins()
+    parsed = parse_spec(spec)
+    if parsed.name not in _REGISTRY:
+        raise FeatbenchError(
+            f"unknown extractor '{parsed.name}' (from spec '{spec}'); known: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[parsed.name][0](parsed)

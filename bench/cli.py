@@ -1,2 +1,177 @@
-def main():
-    pass
+"""The ``featbench`` command line (typer).
+
+Every user error (missing data root, unknown task or extractor, malformed suite) is printed
+as one line naming the problem and exits with code 2, with no traceback.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from featbench.errors import FeatbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="Benchmark ImageNet CNN layer features against classical descriptors.")
+cache_app = typer.Typer(help="Inspect or clear the feature cache.", pretty_exceptions_enable=False)
+app.add_typer(cache_app, name="cache")
+
+
+def user_errors(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FeatbenchError as exc:
+            typer.echo(f"featbench: error: {exc}", err=True)
+            raise typer.Exit(2)
+    return wrapper
+
+
+def _split(value: Optional[str]) -> Optional[list[str]]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _data_roots(value: Optional[str], suite_root: Optional[str]) -> list[str]:
+    from featbench.runner import default_data_roots
+
+    if value:
+        roots = [r for r in value.split(os.pathsep) if r]
+        for r in roots:
+            if not Path(r).expanduser().is_dir():
+                raise FeatbenchError(f"--data-root: no such folder: {r}")
+        return roots
+    return ([suite_root] if suite_root else []) + default_data_roots()
+
+
+@app.command()
+@user_errors
+def run(
+    suite: Optional[str] = typer.Argument(None, help="Suite TOML file or shipped suite name (default: the embedded quick suite)."),
+    tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, replacing the suite's (e.g. office_caltech10:amazon->webcam)."),
+    extractors: Optional[str] = typer.Option(None, help="Comma-separated extractor specs, replacing the suite's."),
+    classifiers: Optional[str] = typer.Option(None, help="Comma-separated: logreg, svm."),
+    trials: Optional[int] = typer.Option(None, min=1, help="Trials per task (fixed splits always run once)."),
+    seed: Optional[int] = typer.Option(None, help="Base seed (trial t uses seed + t)."),
+    data_root: Optional[str] = typer.Option(None, help="Folder(s) holding datasets, separated by ':'."),
+    out: Path = typer.Option(Path("featbench-out"), help="Output folder."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (CNN extractors)."),
+    strict: bool = typer.Option(False, help="Stop at the first unreadable image instead of skipping it."),
+    quiet: bool = typer.Option(False, help="No progress bars or per-result lines."),
+    cache_dir: Optional[str] = typer.Option(None, help="Feature cache folder (default $FEATBENCH_CACHE or ~/.cache/featbench)."),
+    no_cache: bool = typer.Option(False, help="Neither read nor write the feature cache."),
+    batch_size: int = typer.Option(32, min=1, help="Images per extraction batch."),
+    workers: Optional[int] = typer.Option(None, min=0, help="DataLoader workers for CNN decoding (default: CPU count)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Torch intra-op threads."),
+    verify: bool = typer.Option(False, help="Check every image's sha256 against MANIFEST.tsv first."),
+    report: bool = typer.Option(True, help="Write report.md / report.html at the end."),
+) -> None:
+    """Run a suite: extract features, fit the linear classifier, write results and a report."""
+    from featbench.runner import RunOptions, Runner
+    from featbench.suite import TaskSpec, load_suite
+
+    s = load_suite(suite)
+    if tasks:
+        known = {t.name: t for t in s.tasks}
+        s.tasks = [known.get(name, TaskSpec(name=name)) for name in _split(tasks)]
+    if extractors:
+        s.extractors = _split(extractors)
+    if classifiers:
+        s.classifiers = _split(classifiers)
+    if trials:
+        s.trials = trials
+        for t in s.tasks:
+            t.trials = trials
+    if seed is not None:
+        s.seed = seed
+    options = RunOptions(out=out, data_roots=_data_roots(data_root, s.data_root), device=device, strict=strict,
+                         quiet=quiet, cache_dir=cache_dir, use_cache=not no_cache, batch_size=batch_size,
+                         num_workers=workers, threads=threads, verify=verify, report=report)
+    runner = Runner(s, options, command=["featbench", *sys.argv[1:]])
+    out_dir = runner.run()
+    if report:
+        from featbench.reports import build_report
+
+        build_report([out_dir], out_dir)
+    typer.echo(f"results: {out_dir / 'results.csv'}" + (f"\nreport:  {out_dir / 'report.html'}" if report else ""))
+
+
+@app.command("report")
+@user_errors
+def report_cmd(
+    run_dirs: List[Path] = typer.Argument(..., help="One or more run folders (each with results.csv and run.json)."),
+    out: Path = typer.Option(..., help="Folder for report.html, report.md, tables."),
+) -> None:
+    """Build one report from one or more runs (e.g. a CPU run and a GPU run)."""
+    from featbench.reports import build_report
+
+    path = build_report(run_dirs, out)
+    typer.echo(f"report: {path}")
+
+
+@app.command("list")
+@user_errors
+def list_cmd(what: str = typer.Argument("extractors", help="extractors, tasks, suites or protocols"),
+             data_root: Optional[str] = typer.Option(None, help="Folder(s) holding datasets, separated by ':'.")) -> None:
+    """List registered extractors, available tasks, shipped suites or protocols."""
+    if what == "extractors":
+        from featbench.features import available
+
+        for name, summary in available().items():
+            typer.echo(f"{name:22s} {summary}")
+    elif what == "suites":
+        from featbench.suite import load_suite, shipped_suites
+
+        for name, path in sorted(shipped_suites().items()):
+            typer.echo(f"{name:16s} {load_suite(str(path)).description}")
+    elif what == "protocols":
+        from featbench.datasets.protocols import protocols
+
+        for name, cls in protocols().items():
+            typer.echo(f"{name:22s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    elif what == "tasks":
+        from featbench.datasets.tasks import available_tasks
+
+        for name, info in available_tasks(_data_roots(data_root, None)):
+            typer.echo(f"{name:40s} {info}")
+    else:
+        raise FeatbenchError(f"featbench list: unknown '{what}'; choose extractors, tasks, suites or protocols")
+
+
+@cache_app.command("info")
+@user_errors
+def cache_info(cache_dir: Optional[str] = typer.Option(None, help="Cache folder.")) -> None:
+    """Where the cache is and what it holds."""
+    from featbench.cache import FeatureCache
+
+    cache = FeatureCache(cache_dir)
+    typer.echo(f"cache: {cache.root}")
+    total = 0
+    for ns, meta, n, size in cache.namespaces():
+        total += size
+        spec = (meta.get("extractor") or {}).get("spec", "?")
+        typer.echo(f"  {ns}  {n:7d} files {size / 1e6:9.1f} MB  {spec} {meta.get('output') or ''}")
+    typer.echo(f"total {total / 1e6:.1f} MB")
+
+
+@cache_app.command("clear")
+@user_errors
+def cache_clear(cache_dir: Optional[str] = typer.Option(None, help="Cache folder.")) -> None:
+    """Delete every cached feature."""
+    from featbench.cache import FeatureCache
+
+    cache = FeatureCache(cache_dir)
+    cache.clear()
+    typer.echo(f"cleared {cache.root}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -83,3 +83,35 @@ def resolve_task(name: str, data_roots: list[str], protocol: str | None = None,
     n_trials = 1 if proto.deterministic else (trials or proto.default_trials)
     return Task(name=name, dataset=dataset, protocol=proto, trials=n_trials,
                 family=family or ("domain" if source else dataset.family), source=source, target=target)
+
+
+def available_tasks(data_roots: list[str]):
+    """(task name, description) for the built-in datasets and every dataset under the data roots."""
+    from pathlib import Path
+
+    from .folder import read_dataset
+
+    for name in BUILTIN:
+        yield name, "built-in (scikit-image photos)"
+    seen = set()
+    for root in data_roots:
+        root_path = Path(root).expanduser()
+        if not root_path.is_dir():
+            continue
+        for folder in sorted(p for p in root_path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if folder.name in seen:
+                continue
+            seen.add(folder.name)
+            try:
+                ds = read_dataset(folder)
+            except FeatbenchError as exc:
+                yield folder.name, f"unreadable: {exc}"
+                continue
+            where = f"{len(ds.records)} images, {len(ds.classes)} classes ({root})"
+            if ds.is_domain_dataset:
+                for s in ds.groups:
+                    for t in ds.groups:
+                        if s != t:
+                            yield f"{ds.name}:{s}->{t}", where
+            else:
+                yield ds.name, where

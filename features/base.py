@@ -12,7 +12,9 @@ An extractor follows scikit-learn's estimator conventions:
   from one pass (a CNN tapped at several layers) lists them in ``outputs`` and implements
   ``transform_outputs``; each output becomes its own row in the results.
 
-Images are RGB ``uint8`` arrays ``[H, W, 3]`` (see :mod:`featbench.datasets.images`).
+Images are RGB ``uint8`` arrays ``[H, W, 3]`` (see :mod:`featbench.datasets.images`), or records
+with a ``load()`` method returning one (:func:`as_image`), so extractors that decode in parallel
+workers (the CNN's DataLoader) can do so.
 
 Spec grammar (``featbench list extractors`` prints what is registered)::
 
@@ -37,6 +39,11 @@ import numpy as np
 from featbench.errors import FeatbenchError
 
 ENTRY_POINT_GROUP = "featbench.extractors"
+
+
+def as_image(item: Any) -> np.ndarray:
+    """Pixels of an item handed to ``transform``: an RGB uint8 array, or a record with ``load()``."""
+    return item if isinstance(item, np.ndarray) else item.load()
 
 
 def _jsonable(value: Any) -> Any:
@@ -158,7 +165,7 @@ class Extractor:
 
     def transform_outputs(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Features of ``images`` for every output: ``{output: float32 [n, d]}``."""
-        return {"": np.stack([self.transform_one(im) for im in images]).astype(np.float32, copy=False)}
+        return {"": np.stack([self.transform_one(as_image(im)) for im in images]).astype(np.float32, copy=False)}
 
     def transform_one(self, image: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} implements neither transform_outputs nor transform_one")

@@ -1,0 +1,4 @@
+"""Reports: tables, figures, and self-contained HTML / Markdown pages from run folders."""
+from .build import build_report
+
+__all__ = ["build_report"]

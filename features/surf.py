@@ -8,12 +8,14 @@ what they mean there, and depends on numpy, numba and cv2 only.
 Input is a ``uint8`` grey image with intensities 0..255 (an RGB or RGBA ``uint8`` image is
 converted with ``cv2.cvtColor``). :func:`detect_and_compute` returns
 
-* ``kps``: float64 ``[N, 7]``, columns ``x, y, size, angle, response, octave, laplacian``;
+* ``kps``: float64 ``[N, 7]``, columns ``x, y, size, angle, response, octave, laplacian``
+  (:data:`KEYPOINT_COLUMNS`);
 * ``desc``: float32 ``[N, 64]`` (``[N, 128]`` when ``extended``), each row of unit length.
 
 Conventions kept from OpenCV
 ----------------------------
-* Integral image of the 0..255 intensities (``cv2.integral``, int32).
+* Integral image of the 0..255 intensities (``cv2.integral``; int32 like OpenCV, float64
+  for images of more than 8.4 Mpixel, where int32 sums would overflow).
 * Fast-Hessian: box filters of size ``(9 + 6*layer) << octave`` sampled every
   ``1 << octave`` pixels; ``n_octave_layers + 2`` layers per octave. Each box lobe is
   weighted by ``±1/area`` (OpenCV's ``resizeHaarPattern``: rounded, centred lobes), and
@@ -28,9 +30,11 @@ Conventions kept from OpenCV
   x ascending).
 * Orientation: Haar responses of size ``4s`` (``s = 1.2*size/9``) at the grid points of a
   disc of radius ``6s``, Gaussian-weighted (sigma 2.5 in units of ``s``); a 60-degree window
-  slides in 5-degree steps and the longest summed vector gives
-  ``angle = atan2(-sum_y, sum_x)`` in degrees, 0..360 -- OpenCV's SURF convention, which
-  is the opposite sense of rotation to OpenCV's SIFT angles.
+  slides in 5-degree steps and the longest summed vector gives the angle in degrees,
+  0..360, of the dominant gradient in image coordinates (y down; OpenCV computes
+  ``atan2(-sum_y, sum_x)`` from a top-minus-bottom Haar y response). Like OpenCV's SIFT
+  angles it turns clockwise on screen: rotating the image 90 degrees counter-clockwise
+  subtracts 90 from every angle.
 * ``upright=True`` skips the orientation; OpenCV then stores ``angle = 270`` (its fixed
   ``descriptor_dir = 360 - 90``, the frame that samples the window unrotated), and so do we.
 * Descriptor: a ``21s x 21s`` window, rotated by the angle and sampled bilinearly
@@ -53,11 +57,14 @@ Where this deviates from OpenCV
   smaller than 21 px (``size < 7.5``, which only happens for ``keypoints=``).
 * Given ``keypoints=``, points with ``size < 2`` (whose orientation wavelet would be empty)
   are dropped as well.
-* No mask argument and no OpenCL path; parallelism comes from numba's ``prange``.
+* No mask argument and no OpenCL path. Work is spread over ``NUMBA_NUM_THREADS`` plain
+  threads (Hessian layers, interleaved keypoints) running GIL-free numba kernels.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numba
@@ -73,11 +80,12 @@ DESC_SIGMA = 3.3
 PATCH_SZ = 20
 UPRIGHT_ANGLE = 270.0  # OpenCV's descriptor_dir when upright
 FLT_EPSILON = float(np.finfo(np.float32).eps)
+_TASKS_PER_THREAD = 4  # descriptor tasks per thread, for load balance
 KEYPOINT_COLUMNS = ("x", "y", "size", "angle", "response", "octave", "laplacian")
 
 # Box lobes of the 9x9 filters: x1, y1, x2, y2 (exclusive), weight before area normalisation.
+# Dyy is Dxx transposed, which the Hessian kernel uses.
 _DXX_9 = np.array([[0, 2, 3, 7, 1], [3, 2, 6, 7, -2], [6, 2, 9, 7, 1]])
-_DYY_9 = np.array([[2, 0, 7, 3, 1], [2, 3, 7, 6, -2], [2, 6, 7, 9, 1]])
 _DXY_9 = np.array([[1, 1, 4, 4, 1], [5, 1, 8, 4, -1], [1, 5, 4, 8, -1], [5, 5, 8, 8, 1]])
 
 
@@ -89,17 +97,24 @@ def _resize_pattern(pattern: np.ndarray, new_size: int) -> tuple[np.ndarray, np.
     return corners, pattern[:, 4] / area
 
 
-def _octave_patterns(sizes: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Resized Dxx, Dyy, Dxy lobes (corners ``[L, n, 4]``, weights ``[L, n]``) per layer."""
-    out = []
-    for pattern in (_DXX_9, _DYY_9, _DXY_9):
-        resized = [_resize_pattern(pattern, int(size)) for size in sizes]
-        out.append(np.stack([c for c, _ in resized]))
-        out.append(np.stack([w for _, w in resized]))
-    return tuple(out)
+def _layer_geometry(size: int) -> tuple[np.ndarray, ...]:
+    """Edges and weights of the resized filters, as the Hessian kernel consumes them.
+
+    ``lobes``: x edges of the three Dxx lobes (the y edges of Dyy, its transpose); ``band``:
+    their common y range (x range of Dyy); ``lobe_w``: their weights. ``quads``: edges a, b,
+    c, d of the Dxy quadrants [a, b) and [c, d) along both axes; ``quad_w``: weights of the
+    quadrants (x [a, b), y [a, b)), (x [c, d), y [a, b)), (x [a, b), y [c, d)), (x [c, d), y [c, d)).
+    """
+    cxx, lobe_w = _resize_pattern(_DXX_9, size)
+    cxy, quad_w = _resize_pattern(_DXY_9, size)
+    lobes = np.array([cxx[0, 0], cxx[1, 0], cxx[2, 0], cxx[2, 2]], np.uint64)
+    band = cxx[0, [1, 3]].astype(np.uint64)
+    quads = np.array([cxy[0, 0], cxy[0, 2], cxy[1, 0], cxy[1, 2]], np.uint64)
+    return lobes, band, lobe_w, quads, quad_w
 
 
 def _gaussian(n: int, sigma: float) -> np.ndarray:
+    """OpenCV's normalised Gaussian kernel (float32 values, as SURF uses them)."""
     return cv2.getGaussianKernel(n, sigma, ktype=cv2.CV_32F)[:, 0].astype(np.float64)
 
 
@@ -121,48 +136,76 @@ _DESC_WEIGHTS = np.outer(_gaussian(PATCH_SZ, DESC_SIGMA), _gaussian(PATCH_SZ, DE
 
 
 @numba.njit(cache=True)
-def _box_filter(S, y, x, corners, weights, layer):
-    """Sum of area-normalised box lobes whose top-left corner is at (y, x) of integral S."""
-    d = 0.0
-    for k in range(corners.shape[1]):
-        x1 = x + corners[layer, k, 0]
-        y1 = y + corners[layer, k, 1]
-        x2 = x + corners[layer, k, 2]
-        y2 = y + corners[layer, k, 3]
-        d += (S[y1, x1] + S[y2, x2] - S[y2, x1] - S[y1, x2]) * weights[layer, k]
-    return d
+def _lobes(e0, e1, e2, e3, w0, w1, w2):
+    """Three adjacent lobes from the integral's differences at their four edges."""
+    return w0 * (e1 - e0) + w1 * (e2 - e1) + w2 * (e3 - e2)
 
 
-@numba.njit(cache=True, parallel=True)
-def _hessian_octave(S, sizes, step, cxx, wxx, cyy, wyy, cxy, wxy, det, trace):
-    """Fill ``det`` and ``trace`` ``[L, H//step, W//step]`` for one octave (calcLayerDetAndTrace).
+@numba.njit(cache=True)
+def _box(top, bottom, x1, x2):
+    """Sum over the rows between integral rows ``top`` and ``bottom``, columns [x1, x2)."""
+    return bottom[x2] - bottom[x1] - top[x2] + top[x1]
 
-    Entry ``[l, i, j]`` holds the filter whose centre is nearest sample (i, j); entries whose
-    filter would leave the image stay zero.
+
+@numba.njit(cache=True)
+def _hessian_row(S, size, step, i, lobes, band, lobe_w, quads, quad_w, det_row):
+    """Row i of one layer's determinant map (OpenCV's calcLayerDetAndTrace).
+
+    Entry (i, j) holds the filter whose centre is nearest sample (i, j); entries whose filter
+    would leave the image are left alone. Column indices are unsigned: that spares numba's
+    negative-index checks, which would make this loop about five times slower.
     """
-    img_h = S.shape[0] - 1
-    img_w = S.shape[1] - 1
-    for i in numba.prange(det.shape[1]):
-        for layer in range(sizes.shape[0]):
-            size = sizes[layer]
-            if size > img_h or size > img_w:
-                continue
-            margin = (size // 2) // step
-            row = i - margin
-            if row < 0 or row > (img_h - size) // step:
-                continue
-            y = row * step
-            for col in range((img_w - size) // step + 1):
-                x = col * step
-                dxx = _box_filter(S, y, x, cxx, wxx, layer)
-                dyy = _box_filter(S, y, x, cyy, wyy, layer)
-                dxy = _box_filter(S, y, x, cxy, wxy, layer)
-                det[layer, i, col + margin] = dxx * dyy - 0.81 * dxy * dxy
-                trace[layer, i, col + margin] = dxx + dyy
+    row = i - (size // 2) // step
+    if row < 0 or row > (S.shape[0] - 1 - size) // step:
+        return
+    margin = np.uint64((size // 2) // step)
+    y = row * step
+    t0, t1, t2, t3 = lobes[0], lobes[1], lobes[2], lobes[3]
+    u0, u1 = band[0], band[1]
+    a, b, c, d = quads[0], quads[1], quads[2], quads[3]
+    w0, w1, w2 = lobe_w[0], lobe_w[1], lobe_w[2]
+    q0, q1, q2, q3 = quad_w[0], quad_w[1], quad_w[2], quad_w[3]
+    s_u0, s_u1 = S[y + u0], S[y + u1]
+    s_t0, s_t1, s_t2, s_t3 = S[y + t0], S[y + t1], S[y + t2], S[y + t3]
+    s_a, s_b, s_c, s_d = S[y + a], S[y + b], S[y + c], S[y + d]
+    for col in range(np.uint64((S.shape[1] - 1 - size) // step + 1)):
+        x = col * np.uint64(step)
+        dxx = _lobes(s_u1[x + t0] - s_u0[x + t0], s_u1[x + t1] - s_u0[x + t1],
+                     s_u1[x + t2] - s_u0[x + t2], s_u1[x + t3] - s_u0[x + t3], w0, w1, w2)
+        dyy = _lobes(s_t0[x + u1] - s_t0[x + u0], s_t1[x + u1] - s_t1[x + u0],
+                     s_t2[x + u1] - s_t2[x + u0], s_t3[x + u1] - s_t3[x + u0], w0, w1, w2)
+        dxy = (q0 * _box(s_a, s_b, x + a, x + b) + q1 * _box(s_a, s_b, x + c, x + d)
+               + q2 * _box(s_c, s_d, x + a, x + b) + q3 * _box(s_c, s_d, x + c, x + d))
+        det_row[col + margin] = dxx * dyy - 0.81 * dxy * dxy
+
+
+@numba.njit(cache=True, nogil=True)
+def _hessian_layer(S, size, step, lobes, band, lobe_w, quads, quad_w, det):
+    """One layer's determinant map ``det[H//step, W//step]``; runs without the GIL.
+
+    The trace, whose sign is the Laplacian sign, is only needed at keypoints:
+    :func:`_trace` computes it there.
+    """
+    for i in range(det.shape[0]):
+        _hessian_row(S, size, step, i, lobes, band, lobe_w, quads, quad_w, det[i])
+
+
+@numba.njit(cache=True)
+def _trace(S, y, x, lobes, band, lobe_w):
+    """Dxx + Dyy of the filter whose top-left corner is at (y, x)."""
+    w0, w1, w2 = lobe_w[0], lobe_w[1], lobe_w[2]
+    t, u = lobes + x, band + y
+    dxx = _lobes(S[u[1], t[0]] - S[u[0], t[0]], S[u[1], t[1]] - S[u[0], t[1]],
+                 S[u[1], t[2]] - S[u[0], t[2]], S[u[1], t[3]] - S[u[0], t[3]], w0, w1, w2)
+    t, u = lobes + y, band + x
+    dyy = _lobes(S[t[0], u[1]] - S[t[0], u[0]], S[t[1], u[1]] - S[t[1], u[0]],
+                 S[t[2], u[1]] - S[t[2], u[0]], S[t[3], u[1]] - S[t[3], u[0]], w0, w1, w2)
+    return dxx + dyy
 
 
 @numba.njit(cache=True)
 def _is_local_max(det, layer, i, j):
+    """Whether ``det[layer, i, j]`` is strictly above its 26 neighbours."""
     v = det[layer, i, j]
     for dl in range(-1, 2):
         for di in range(-1, 2):
@@ -173,73 +216,65 @@ def _is_local_max(det, layer, i, j):
 
 
 @numba.njit(cache=True)
-def _det3(m):
-    return (m[0, 0] * (m[1, 1] * m[2, 2] - m[1, 2] * m[2, 1])
-            - m[0, 1] * (m[1, 0] * m[2, 2] - m[1, 2] * m[2, 0])
-            + m[0, 2] * (m[1, 0] * m[2, 1] - m[1, 1] * m[2, 0]))
-
-
-@numba.njit(cache=True)
-def _solve3(a, b):
-    """Solve the 3x3 system a @ x = b by Cramer's rule; ``ok`` is False when singular."""
-    x = np.zeros(3)
-    d = _det3(a)
-    if d == 0.0:
-        return False, x
-    for c in range(3):
-        m = a.copy()
-        m[:, c] = b
-        x[c] = _det3(m) / d
-    return True, x
+def _det3(a00, a01, a02, a10, a11, a12, a20, a21, a22):
+    """Determinant of the 3x3 matrix given row by row."""
+    return (a00 * (a11 * a22 - a12 * a21) - a01 * (a10 * a22 - a12 * a20)
+            + a02 * (a10 * a21 - a11 * a20))
 
 
 @numba.njit(cache=True)
 def _interpolate(n):
     """OpenCV's interpolateKeypoint on the 3x3x3 block ``n[layer, y, x]``.
 
-    Returns (ok, offset) with offset (dx, dy, ds) in samples; ok is False when the system is
-    singular, the offset is zero or any component exceeds one sample.
+    One Newton step on the quadratic fitted by central differences, solved by Cramer's
+    rule. Returns (ok, dx, dy, ds) with the offset in samples; ok is False when the system
+    is singular, the offset is zero or any component exceeds one sample.
     """
-    b = np.empty(3)
-    b[0] = -(n[1, 1, 2] - n[1, 1, 0]) / 2
-    b[1] = -(n[1, 2, 1] - n[1, 0, 1]) / 2
-    b[2] = -(n[2, 1, 1] - n[0, 1, 1]) / 2
-    a = np.empty((3, 3))
-    a[0, 0] = n[1, 1, 0] - 2 * n[1, 1, 1] + n[1, 1, 2]
-    a[1, 1] = n[1, 0, 1] - 2 * n[1, 1, 1] + n[1, 2, 1]
-    a[2, 2] = n[0, 1, 1] - 2 * n[1, 1, 1] + n[2, 1, 1]
-    a[0, 1] = a[1, 0] = (n[1, 2, 2] - n[1, 2, 0] - n[1, 0, 2] + n[1, 0, 0]) / 4
-    a[0, 2] = a[2, 0] = (n[2, 1, 2] - n[2, 1, 0] - n[0, 1, 2] + n[0, 1, 0]) / 4
-    a[1, 2] = a[2, 1] = (n[2, 2, 1] - n[2, 0, 1] - n[0, 2, 1] + n[0, 0, 1]) / 4
-    solved, x = _solve3(a, b)
-    ok = solved and (x[0] != 0 or x[1] != 0 or x[2] != 0)
-    ok = ok and abs(x[0]) <= 1 and abs(x[1]) <= 1 and abs(x[2]) <= 1
-    return ok, x
+    bx = -(n[1, 1, 2] - n[1, 1, 0]) / 2
+    by = -(n[1, 2, 1] - n[1, 0, 1]) / 2
+    bs = -(n[2, 1, 1] - n[0, 1, 1]) / 2
+    dxx = n[1, 1, 0] - 2 * n[1, 1, 1] + n[1, 1, 2]
+    dyy = n[1, 0, 1] - 2 * n[1, 1, 1] + n[1, 2, 1]
+    dss = n[0, 1, 1] - 2 * n[1, 1, 1] + n[2, 1, 1]
+    dxy = (n[1, 2, 2] - n[1, 2, 0] - n[1, 0, 2] + n[1, 0, 0]) / 4
+    dxs = (n[2, 1, 2] - n[2, 1, 0] - n[0, 1, 2] + n[0, 1, 0]) / 4
+    dys = (n[2, 2, 1] - n[2, 0, 1] - n[0, 2, 1] + n[0, 0, 1]) / 4
+    d = _det3(dxx, dxy, dxs, dxy, dyy, dys, dxs, dys, dss)
+    if d == 0:
+        return False, 0.0, 0.0, 0.0
+    x = _det3(bx, dxy, dxs, by, dyy, dys, bs, dys, dss) / d
+    y = _det3(dxx, bx, dxs, dxy, by, dys, dxs, bs, dss) / d
+    s = _det3(dxx, dxy, bx, dxy, dyy, by, dxs, dys, bs) / d
+    ok = (x != 0 or y != 0 or s != 0) and abs(x) <= 1 and abs(y) <= 1 and abs(s) <= 1
+    return ok, x, y, s
 
 
-@numba.njit(cache=True)
-def _octave_maxima(det, trace, sizes, step, octave, threshold):
-    """Keypoints ``[n, 7]`` (angle 0 for now) of the middle layers of one octave."""
+@numba.njit(cache=True, nogil=True)
+def _layer_maxima(S, det, sizes, step, octave, layer, threshold, lobes, band, lobe_w):
+    """Keypoints ``[n, 7]`` (angle 0 for now) of one middle layer of an octave; runs without
+    the GIL."""
     found = []
     rows, cols = det.shape[1], det.shape[2]
-    for layer in range(1, sizes.shape[0] - 1):
-        size = sizes[layer]
-        margin = (sizes[layer + 1] // 2) // step + 1
-        half = (size // 2) // step
-        for i in range(margin, rows - margin):
-            for j in range(margin, cols - margin):
-                response = det[layer, i, j]
-                if response <= threshold or not _is_local_max(det, layer, i, j):
-                    continue
-                ok, off = _interpolate(det[layer - 1:layer + 2, i - 1:i + 2, j - 1:j + 2])
-                if not ok:
-                    continue
-                cy = step * (i - half) + (size - 1) * 0.5
-                cx = step * (j - half) + (size - 1) * 0.5
-                new_size = np.rint(size + off[2] * (size - sizes[layer - 1]))
-                lap = np.float64(np.sign(trace[layer, i, j]))
-                found.append((cx + off[0] * step, cy + off[1] * step, new_size, 0.0,
-                               np.float64(response), np.float64(octave), lap))
+    size = sizes[layer]
+    margin = (sizes[layer + 1] // 2) // step + 1
+    half = (size // 2) // step
+    for i in range(margin, rows - margin):
+        det_row = det[layer, i]
+        for uj in range(np.uint64(margin), np.uint64(max(cols - margin, margin))):
+            response = det_row[uj]
+            j = np.int64(uj)
+            if response <= threshold or not _is_local_max(det, layer, i, j):
+                continue
+            ok, dx, dy, ds = _interpolate(det[layer - 1:layer + 2, i - 1:i + 2, j - 1:j + 2])
+            if not ok:
+                continue
+            cy = step * (i - half) + (size - 1) * 0.5
+            cx = step * (j - half) + (size - 1) * 0.5
+            new_size = np.rint(size + ds * (size - sizes[layer - 1]))
+            lap = np.sign(_trace(S, np.uint64(step * (i - half)), np.uint64(step * (j - half)),
+                                 lobes[layer], band[layer], lobe_w[layer]))
+            found.append((cx + dx * step, cy + dy * step, new_size, 0.0,
+                           np.float64(response), np.float64(octave), lap))
     out = np.empty((len(found), 7))
     for k in range(len(found)):
         for m in range(7):
@@ -248,24 +283,32 @@ def _octave_maxima(det, trace, sizes, step, octave, threshold):
 
 
 def _layer_sizes(octave: int, n_octave_layers: int) -> np.ndarray:
+    """Filter sizes of an octave's layers: ``(9 + 6*layer) << octave``."""
     return np.array([(HAAR_SIZE0 + HAAR_SIZE_INC * layer) << octave
                      for layer in range(n_octave_layers + 2)], dtype=np.int64)
 
 
-def _fast_hessian(S: np.ndarray, n_octaves: int, n_octave_layers: int,
-                  threshold: float) -> np.ndarray:
-    """OpenCV's fastHessianDetector: keypoints ``[N, 7]`` sorted like KeypointGreater."""
+def _fast_hessian(S: np.ndarray, n_octaves: int, n_octave_layers: int, threshold: float,
+                  pool: ThreadPoolExecutor | None) -> np.ndarray:
+    """OpenCV's fastHessianDetector: keypoints ``[N, 7]`` sorted like KeypointGreater.
+
+    All determinant maps are computed first (one task per layer), then the maxima (one task
+    per middle layer). Layers whose filter is larger than the image stay zero, as in OpenCV.
+    """
     img_h, img_w = S.shape[0] - 1, S.shape[1] - 1
-    found = [np.empty((0, 7))]
+    layer_tasks, maxima_tasks = [], []
     for octave in range(n_octaves):
         step = 1 << octave
-        shape = (n_octave_layers + 2, img_h // step, img_w // step)
         sizes = _layer_sizes(octave, n_octave_layers)
-        det = np.zeros(shape, np.float32)
-        trace = np.zeros(shape, np.float32)
-        _hessian_octave(S, sizes, step, *_octave_patterns(sizes), det, trace)
-        found.append(_octave_maxima(det, trace, sizes, step, octave, threshold))
-    kps = np.concatenate(found)
+        det = np.zeros((len(sizes), img_h // step, img_w // step), np.float32)
+        lobes, band, lobe_w, quads, quad_w = map(np.stack, zip(*map(_layer_geometry, sizes)))
+        layer_tasks += [(S, size, step, lobes[layer], band[layer], lobe_w[layer], quads[layer],
+                         quad_w[layer], det[layer])
+                        for layer, size in enumerate(sizes) if size <= min(img_h, img_w)]
+        maxima_tasks += [(S, det, sizes, step, octave, layer, threshold, lobes, band, lobe_w)
+                         for layer in range(1, n_octave_layers + 1)]
+    _run(pool, _hessian_layer, layer_tasks)
+    kps = np.concatenate([np.empty((0, 7))] + _run(pool, _layer_maxima, maxima_tasks))
     x, y, size, _, response, octave, _ = kps.T
     return kps[np.lexsort((x, -y, -octave, -size, -response))]
 
@@ -274,12 +317,8 @@ def _fast_hessian(S: np.ndarray, n_octaves: int, n_octave_layers: int,
 
 
 @numba.njit(cache=True)
-def _rect_sum(S, y1, x1, y2, x2):
-    return S[y1, x1] + S[y2, x2] - S[y2, x1] - S[y1, x2]
-
-
-@numba.njit(cache=True)
 def _degrees_0_360(y, x):
+    """``atan2(y, x)`` in degrees, in [0, 360)."""
     a = math.degrees(math.atan2(y, x))
     if a < 0:
         a += 360.0
@@ -287,39 +326,68 @@ def _degrees_0_360(y, x):
 
 
 @numba.njit(cache=True)
+def _haar_xy(S, y, x, size):
+    """OpenCV's orientation wavelets over the ``size`` square at (y, x), per unit area.
+
+    Returns (right half - left half, top half - bottom half) from the 3x3 integral corners.
+    """
+    half = size // 2
+    norm = 1.0 / (half * size)
+    y0, x0 = np.uint64(y), np.uint64(x)
+    y1, x1 = y0 + np.uint64(half), x0 + np.uint64(half)
+    y2, x2 = y0 + np.uint64(size), x0 + np.uint64(size)
+    right = S[y2, x2] - S[y2, x1] - S[y0, x2] + S[y0, x1]
+    left = S[y2, x1] - S[y2, x0] - S[y0, x1] + S[y0, x0]
+    top = S[y1, x2] - S[y1, x0] - S[y0, x2] + S[y0, x0]
+    bottom = S[y2, x2] - S[y2, x0] - S[y1, x2] + S[y1, x0]
+    return (right - left) * norm, (top - bottom) * norm
+
+
+@numba.njit(cache=True)
+def _circular_window_sum(prefix, lo, hi):
+    """Sum of circular histogram bins lo..hi (inclusive, may wrap) from its prefix sums."""
+    n = prefix.shape[0] - 1
+    if lo < 0:
+        return prefix[hi + 1] + prefix[n] - prefix[n + lo]
+    if hi >= n:
+        return prefix[n] - prefix[lo] + prefix[hi + 1 - n]
+    return prefix[hi + 1] - prefix[lo]
+
+
+@numba.njit(cache=True)
 def _orientation(S, cx, cy, s, grad_size, ori_points, ori_weights):
-    """Dominant direction in degrees (OpenCV SURF convention); ok False if no sample fits."""
-    n = ori_points.shape[0]
-    gx = np.empty(n)
-    gy = np.empty(n)
-    bins = np.empty(n, np.int64)
-    half = grad_size // 2
-    norm = 1.0 / (half * grad_size)
+    """Dominant direction in degrees (OpenCV SURF convention); ok False if no sample fits.
+
+    Samples are binned by their rounded angle, as OpenCV compares ``cvRound(angle)`` with
+    the window centre; prefix sums over the circular histogram then give each 60-degree
+    window (bins within 29 degrees of its centre) in constant time.
+    """
     offset = (grad_size - 1) / 2
+    prefix_x = np.zeros(361)
+    prefix_y = np.zeros(361)
     count = 0
-    for k in range(n):
+    for k in range(ori_points.shape[0]):
         x = int(np.rint(cx + ori_points[k, 0] * s - offset))
         y = int(np.rint(cy + ori_points[k, 1] * s - offset))
         if y < 0 or y >= S.shape[0] - grad_size or x < 0 or x >= S.shape[1] - grad_size:
             continue
-        right_minus_left = (_rect_sum(S, y, x + half, y + grad_size, x + grad_size)
-                            - _rect_sum(S, y, x, y + grad_size, x + half))
-        top_minus_bottom = (_rect_sum(S, y, x, y + half, x + grad_size)
-                            - _rect_sum(S, y + half, x, y + grad_size, x + grad_size))
-        gx[count] = right_minus_left * norm * ori_weights[k]
-        gy[count] = top_minus_bottom * norm * ori_weights[k]
-        bins[count] = int(np.rint(_degrees_0_360(gy[count], gx[count])))
+        gx, gy = _haar_xy(S, y, x, grad_size)
+        gx *= ori_weights[k]
+        gy *= ori_weights[k]
+        b = int(np.rint(_degrees_0_360(gy, gx))) % 360
+        prefix_x[b + 1] += gx
+        prefix_y[b + 1] += gy
         count += 1
     if count == 0:
         return False, 0.0
+    for b in range(360):
+        prefix_x[b + 1] += prefix_x[b]
+        prefix_y[b + 1] += prefix_y[b]
+    reach = ORI_WIN // 2 - 1
     best_x = best_y = best_mod = 0.0
-    for start in range(0, 360, ORI_SEARCH_INC):
-        sum_x = sum_y = 0.0
-        for k in range(count):
-            d = abs(bins[k] - start)
-            if d < ORI_WIN // 2 or d > 360 - ORI_WIN // 2:
-                sum_x += gx[k]
-                sum_y += gy[k]
+    for centre in range(0, 360, ORI_SEARCH_INC):
+        sum_x = _circular_window_sum(prefix_x, centre - reach, centre + reach)
+        sum_y = _circular_window_sum(prefix_y, centre - reach, centre + reach)
         mod = sum_x * sum_x + sum_y * sum_y
         if mod > best_mod:
             best_mod, best_x, best_y = mod, sum_x, sum_y
@@ -327,49 +395,12 @@ def _orientation(S, cx, cy, s, grad_size, ori_points, ori_weights):
 
 
 @numba.njit(cache=True)
-def _sample_rotated(img, cx, cy, angle, win):
-    """The window around (cx, cy) rotated by ``angle`` degrees, bilinear inside the image."""
-    n = win.shape[0]
-    rad = math.radians(angle)
-    sin_dir = -math.sin(rad)
-    cos_dir = math.cos(rad)
-    off = -(n - 1) / 2
-    start_x = cx + off * cos_dir + off * sin_dir
-    start_y = cy - off * sin_dir + off * cos_dir
-    rows1, cols1 = img.shape[0] - 1, img.shape[1] - 1
-    for i in range(n):
-        for j in range(n):
-            px = start_x + i * sin_dir + j * cos_dir
-            py = start_y + i * cos_dir - j * sin_dir
-            ix, iy = int(math.floor(px)), int(math.floor(py))
-            if 0 <= ix < cols1 and 0 <= iy < rows1:
-                a, b = px - ix, py - iy
-                v = (img[iy, ix] * (1 - a) * (1 - b) + img[iy, ix + 1] * a * (1 - b)
-                     + img[iy + 1, ix] * (1 - a) * b + img[iy + 1, ix + 1] * a * b)
-                win[i, j] = np.uint8(np.rint(v))
-            else:
-                x = min(max(int(np.rint(px)), 0), cols1)
-                y = min(max(int(np.rint(py)), 0), rows1)
-                win[i, j] = img[y, x]
-
-
-@numba.njit(cache=True)
-def _sample_upright(img, cx, cy, win):
-    """OpenCV's upright window: nearest pixels, clamped, in the fixed 270-degree frame."""
-    n = win.shape[0]
-    off = -(n - 1) / 2
-    start_x = int(np.rint(cx + off))
-    start_y = int(np.rint(cy - off))
-    rows1, cols1 = img.shape[0] - 1, img.shape[1] - 1
-    for i in range(n):
-        x = min(max(start_x + i, 0), cols1)
-        for j in range(n):
-            win[i, j] = img[min(max(start_y - j, 0), rows1), x]
-
-
-@numba.njit(cache=True)
 def _area_weights(n_in, n_out):
-    """Per output cell: first source index and coverage weights (rows of ``[n_out, k]``)."""
+    """INTER_AREA weights: output o is the sum over m of ``weights[o, m] * src[first[o] + m]``.
+
+    The weight is the overlap of source pixel [c, c+1) with the output cell's span of
+    ``n_in / n_out`` source pixels, over that span (zero past the last source pixel).
+    """
     scale = n_in / n_out
     k = int(math.ceil(scale)) + 1
     first = np.empty(n_out, np.int64)
@@ -377,38 +408,113 @@ def _area_weights(n_in, n_out):
     for o in range(n_out):
         lo = o * scale
         hi = min(lo + scale, n_in)
-        first[o] = int(math.floor(lo))
+        first[o] = min(int(math.floor(lo)), n_in - k)
         for m in range(k):
-            src = first[o] + m
-            if src >= n_in:
-                break
-            overlap = min(hi, src + 1) - max(lo, src)
-            if overlap > 0:
+            c = first[o] + m
+            overlap = min(hi, c + 1) - max(lo, c)
+            if c < n_in and overlap > 0:
                 weights[o, m] = overlap / scale
     return first, weights
 
 
 @numba.njit(cache=True)
-def _area_resize(win, n_out):
-    """``cv2.resize(win, (n_out, n_out), interpolation=INTER_AREA)``, rounded to integers."""
-    n_in = win.shape[0]
-    first, weights = _area_weights(n_in, n_out)
-    k = weights.shape[1]
-    rows = np.zeros((n_out, n_in))
-    for o in range(n_out):
-        for m in range(k):
-            w = weights[o, m]
-            if w != 0.0:
-                for c in range(n_in):
-                    rows[o, c] += w * win[first[o] + m, c]
+def _area_reduce(src, first, weights, out):
+    """``out[o] = sum_m weights[o, m] * src[first[o] + m]`` (one axis of INTER_AREA)."""
+    for o in range(out.shape[0]):
+        start = np.uint64(first[o])
+        v = 0.0
+        for m in range(np.uint64(weights.shape[1])):
+            v += weights[np.uint64(o), m] * src[start + m]
+        out[o] = v
+
+
+@numba.njit(cache=True)
+def _line_inside(x0, y0, x1, y1, cols1, rows1):
+    """Whether every bilinear sample on the segment has its 2x2 neighbourhood in the image."""
+    lo = 1e-6
+    return (lo <= min(x0, x1) and max(x0, x1) < cols1 - lo
+            and lo <= min(y0, y1) and max(y0, y1) < rows1 - lo)
+
+
+@numba.njit(cache=True)
+def _rotated_line(img, flat, px, py, dx, dy, line):
+    """Samples px + j*dx, py + j*dy (j < len(line)) rounded to integers, as OpenCV takes them.
+
+    Bilinear where the 2x2 neighbourhood lies inside the image, else the nearest pixel
+    clamped to the image. Unsigned flat indices keep the common all-inside case fast.
+    """
+    n = line.shape[0]
+    rows1, cols1 = img.shape[0] - 1, img.shape[1] - 1
+    width = np.uint64(img.shape[1])
+    if _line_inside(px, py, px + (n - 1) * dx, py + (n - 1) * dy, cols1, rows1):
+        for j in range(n):
+            ix, iy = np.uint64(px), np.uint64(py)
+            a, b = px - ix, py - iy
+            p = iy * width + ix
+            q = p + width
+            one = np.uint64(1)
+            line[j] = np.rint(flat[p] * (1 - a) * (1 - b) + flat[p + one] * a * (1 - b)
+                              + flat[q] * (1 - a) * b + flat[q + one] * a * b)
+            px += dx
+            py += dy
+        return
+    for j in range(n):
+        ix, iy = int(math.floor(px)), int(math.floor(py))
+        if 0 <= ix < cols1 and 0 <= iy < rows1:
+            a, b = px - ix, py - iy
+            line[j] = np.rint(img[iy, ix] * (1 - a) * (1 - b) + img[iy, ix + 1] * a * (1 - b)
+                              + img[iy + 1, ix] * (1 - a) * b + img[iy + 1, ix + 1] * a * b)
+        else:
+            line[j] = img[min(max(int(np.rint(py)), 0), rows1),
+                          min(max(int(np.rint(px)), 0), cols1)]
+        px += dx
+        py += dy
+
+
+@numba.njit(cache=True)
+def _upright_line(img, x, y_start, line):
+    """OpenCV's upright window row: column x (clamped), rows y_start, y_start - 1, ..."""
+    rows1, cols1 = img.shape[0] - 1, img.shape[1] - 1
+    x = min(max(x, 0), cols1)
+    for j in range(line.shape[0]):
+        line[j] = img[min(max(y_start - j, 0), rows1), x]
+
+
+@numba.njit(cache=True)
+def _window_patch(img, cx, cy, angle, upright, n_win):
+    """OpenCV's ``n_win``-pixel window, INTER_AREA-resized to 21x21 and rounded (its PATCH).
+
+    Row i of a rotated window starts at ``start + i*(sin_dir, cos_dir)`` and steps by
+    ``(cos_dir, -sin_dir)``, exactly as OpenCV walks it; upright windows take nearest
+    pixels in OpenCV's fixed frame. Each row is sampled and reduced to 21 columns at once,
+    so the window itself is never stored.
+    """
+    n_out = PATCH_SZ + 1
+    first, weights = _area_weights(n_win, n_out)
+    flat = img.reshape(-1)
+    off = -(n_win - 1) / 2
+    rad = math.radians(angle)
+    sin_dir, cos_dir = -math.sin(rad), math.cos(rad)
+    start_x = cx + off * cos_dir + off * sin_dir
+    start_y = cy - off * sin_dir + off * cos_dir
+    line = np.empty(n_win)
+    reduced = np.empty((n_win, n_out))
+    for i in range(n_win):
+        if upright:
+            _upright_line(img, int(np.rint(cx + off)) + i, int(np.rint(cy - off)), line)
+        else:
+            _rotated_line(img, flat, start_x + i * sin_dir, start_y + i * cos_dir,
+                          cos_dir, -sin_dir, line)
+        _area_reduce(line, first, weights, reduced[i])
     patch = np.zeros((n_out, n_out))
-    for r in range(n_out):
-        for o in range(n_out):
-            v = 0.0
-            for m in range(k):
-                if weights[o, m] != 0.0:
-                    v += weights[o, m] * rows[r, first[o] + m]
-            patch[r, o] = np.rint(v)
+    for o in range(n_out):
+        for m in range(weights.shape[1]):
+            w = weights[o, m]
+            for c in range(n_out):
+                patch[o, c] += w * reduced[first[o] + m, c]
+    for o in range(n_out):
+        for c in range(n_out):
+            patch[o, c] = np.rint(patch[o, c])
     return patch
 
 
@@ -434,19 +540,20 @@ def _fill_descriptor(patch, desc_weights, extended, vec):
                 acc[cell * 4 + 1] += dy
                 acc[cell * 4 + 2] += abs(dx)
                 acc[cell * 4 + 3] += abs(dy)
-    scale = 1.0 / (math.sqrt(np.sum(acc * acc)) + FLT_EPSILON)
+    square_mag = 0.0
+    for m in range(acc.shape[0]):
+        square_mag += acc[m] * acc[m]
+    scale = 1.0 / (math.sqrt(square_mag) + FLT_EPSILON)
     for m in range(vec.shape[0]):
         vec[m] = acc[m] * scale
 
 
-@numba.njit(cache=True, parallel=True)
-def _describe(img, S, points, upright, extended, ori_points, ori_weights, desc_weights):
-    """Angles, kept mask and descriptors for keypoints ``points[:, :3]`` (x, y, size)."""
-    n = points.shape[0]
-    desc = np.zeros((n, 128 if extended else 64), np.float32)
-    angles = np.zeros(n)
-    keep = np.zeros(n, np.bool_)
-    for k in numba.prange(n):
+@numba.njit(cache=True, nogil=True)
+def _describe_some(img, S, points, first, stride, upright, extended, ori_points, ori_weights,
+                   desc_weights, angles, keep, desc):
+    """Fill rows ``first::stride`` of ``angles``, ``keep`` and ``desc`` for keypoints
+    ``points[:, :3]`` (x, y, size); runs without the GIL."""
+    for k in range(first, points.shape[0], stride):
         cx, cy = points[k, 0], points[k, 1]
         s = np.float32(points[k, 2]) * np.float32(1.2) / np.float32(9.0)
         grad_size = 2 * int(np.rint(2 * s))
@@ -458,21 +565,63 @@ def _describe(img, S, points, upright, extended, ori_points, ori_weights, desc_w
             if not ok:
                 continue
         n_win = int(np.float32(PATCH_SZ + 1) * s)
-        win = np.empty((n_win, n_win), np.uint8)
-        if upright:
-            _sample_upright(img, cx, cy, win)
-        else:
-            _sample_rotated(img, cx, cy, angle, win)
-        _fill_descriptor(_area_resize(win, PATCH_SZ + 1), desc_weights, extended, desc[k])
+        patch = _window_patch(img, cx, cy, angle, upright, n_win)
+        _fill_descriptor(patch, desc_weights, extended, desc[k])
         angles[k] = angle
         keep[k] = True
+
+
+def _describe(img: np.ndarray, S: np.ndarray, points: np.ndarray, upright: bool,
+              extended: bool, pool: ThreadPoolExecutor | None):
+    """Angles, kept mask and descriptors of ``points``, interleaved over the pool's threads.
+
+    The descriptor windows read intensities as float32: the same values, sampled faster.
+    """
+    n = len(points)
+    angles = np.zeros(n)
+    keep = np.zeros(n, np.bool_)
+    desc = np.zeros((n, 128 if extended else 64), np.float32)
+    img = img.astype(np.float32)
+    stride = _TASKS_PER_THREAD * _n_threads()
+    _run(pool, _describe_some, [(img, S, points, first, stride, upright, extended, _ORI_POINTS,
+                                 _ORI_WEIGHTS, _DESC_WEIGHTS, angles, keep, desc)
+                                for first in range(min(stride, n))])
     return angles, keep, desc
 
 
 # ----------------------------------------------------------------------------- public API
 
 
+def _n_threads() -> int:
+    """Threads to use: ``NUMBA_NUM_THREADS`` (default: the number of CPUs)."""
+    return max(1, numba.config.NUMBA_NUM_THREADS)
+
+
+@contextlib.contextmanager
+def _thread_pool():
+    """A pool of :func:`_n_threads` threads (None when that is 1).
+
+    Plain threads running the GIL-free kernels, rather than numba's ``parallel=True``:
+    OpenMP-style workers spin and collapse on a busy machine, and would share (and fight
+    over) the OpenMP runtime with torch in the same process.
+    """
+    n_threads = _n_threads()
+    if n_threads == 1:
+        yield None
+        return
+    with ThreadPoolExecutor(n_threads) as pool:
+        yield pool
+
+
+def _run(pool: ThreadPoolExecutor | None, kernel, arg_lists) -> list:
+    """``[kernel(*args) for args in arg_lists]``, on the pool if there is one."""
+    if pool is None:
+        return [kernel(*args) for args in arg_lists]
+    return [future.result() for future in [pool.submit(kernel, *args) for args in arg_lists]]
+
+
 def _as_gray_uint8(image: np.ndarray) -> np.ndarray:
+    """The contiguous uint8 grey image to work on; RGB(A) is converted, other dtypes refused."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise TypeError(f"SURF expects a uint8 image (0..255), got {image.dtype}")
@@ -486,11 +635,22 @@ def _as_gray_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def _integral(img: np.ndarray) -> np.ndarray:
+    """The integral image, int32 as in OpenCV while it cannot overflow, else float64.
+
+    (OpenCV relies on int32 wrap-around there; the kernels here widen to 64 bits instead.)
+    """
+    exact_in_int32 = img.size * 255 < 2**31
+    return cv2.integral(img, sdepth=cv2.CV_32S if exact_in_int32 else cv2.CV_64F)
+
+
 def _given_keypoints(keypoints) -> np.ndarray:
     """[M, 7] rows from [M, 3+] x, y, size; response, octave, laplacian kept if given, else 0."""
     given = np.asarray(keypoints, dtype=np.float64)
     if given.ndim != 2 or given.shape[1] < 3:
         raise ValueError(f"keypoints must be [M, 3+] (x, y, size), got shape {given.shape}")
+    if not np.isfinite(given[:, :3]).all():
+        raise ValueError("keypoints must have finite x, y and size")
     kps = np.zeros((given.shape[0], 7))
     kps[:, :3] = given[:, :3]
     if given.shape[1] >= 7:
@@ -523,13 +683,13 @@ def detect_and_compute(gray_uint8: np.ndarray, hessian_threshold: float = 400.0,
     if n_octaves < 1 or n_octave_layers < 1 or hessian_threshold < 0:
         raise ValueError("need n_octaves >= 1, n_octave_layers >= 1, hessian_threshold >= 0")
     img = _as_gray_uint8(gray_uint8)
-    S = cv2.integral(img, sdepth=cv2.CV_32S)
-    if keypoints is None:
-        kps = _fast_hessian(S, n_octaves, n_octave_layers, float(hessian_threshold))
-    else:
-        kps = _given_keypoints(keypoints)
-    angles, keep, desc = _describe(img, S, kps, bool(upright), bool(extended),
-                                   _ORI_POINTS, _ORI_WEIGHTS, _DESC_WEIGHTS)
+    S = _integral(img)
+    with _thread_pool() as pool:
+        if keypoints is None:
+            kps = _fast_hessian(S, n_octaves, n_octave_layers, float(hessian_threshold), pool)
+        else:
+            kps = _given_keypoints(keypoints)
+        angles, keep, desc = _describe(img, S, kps, bool(upright), bool(extended), pool)
     kps[:, 3] = angles
     return kps[keep], desc[keep]
 

@@ -21,7 +21,6 @@ from featbench import adaptation
 from featbench.cache import FeatureCache, atomic_write_bytes
 from featbench.classifier import CLASSIFIERS, fit_evaluate
 from featbench.datasets.folder import ImageRecord
-from featbench.datasets.images import ImageDecodeError
 from featbench.datasets.tasks import Task, resolve_task
 from featbench.errors import FeatbenchError
 from featbench.features import Extractor, create
@@ -137,40 +136,23 @@ class Runner:
         stats = ExtractionStats(n_images=len(unique), n_computed=0)
         if not missing:
             return feats, stats
-        batch = max(1, self.opt.batch_size)
         with _progress(len(missing), desc, self.opt.quiet) as bar:
-            for i in range(0, len(missing), batch):
-                chunk = missing[i:i + batch]
-                start = time.perf_counter()
-                done, errors = self._transform_isolating_failures(extractor, chunk)
+            start = time.perf_counter()
+            for indices, outs, errors in extractor.iter_batches(missing, max(1, self.opt.batch_size)):
                 stats.seconds += time.perf_counter() - start
-                for rec, per_output in done:
-                    for o, vec in per_output.items():
-                        self.cache.put(namespaces[o], rec.uid, vec)
-                        feats[o][rec.uid] = vec
-                    stats.n_computed += 1
-                bar.update(len(chunk))
+                for j, i in enumerate(indices):
+                    for o, array in outs.items():
+                        self.cache.put(namespaces[o], missing[i].uid, array[j])
+                        feats[o][missing[i].uid] = array[j]
+                stats.n_computed += len(indices)
+                for i, reason in errors.items():
+                    rec = missing[i]
+                    self.failures[rec.uid] = {"relpath": rec.relpath, "path": rec.path or "", "reason": reason}
+                bar.update(len(indices) + len(errors))
                 if errors and self.opt.strict:  # the good images of this batch are cached first
-                    raise FeatbenchError(f"bad image (--strict): {errors[0]}")
+                    raise FeatbenchError(f"bad image (--strict): {next(iter(errors.values()))}")
+                start = time.perf_counter()
         return feats, stats
-
-    def _transform_isolating_failures(self, extractor: Extractor, chunk: list[ImageRecord]
-                                      ) -> tuple[list[tuple[ImageRecord, dict[str, np.ndarray]]], list[str]]:
-        """Features of a batch; a bad image is found by retrying one by one and reported, not raised."""
-        try:
-            outs = extractor.transform_outputs(chunk)
-            return [(rec, {o: outs[o][j] for o in outs}) for j, rec in enumerate(chunk)], []
-        except ImageDecodeError:
-            pass
-        done, errors = [], []
-        for rec in chunk:
-            try:
-                outs = extractor.transform_outputs([rec])
-                done.append((rec, {o: outs[o][0] for o in outs}))
-            except ImageDecodeError as exc:
-                self.failures[rec.uid] = {"relpath": rec.relpath, "path": rec.path or "", "reason": str(exc)}
-                errors.append(str(exc))
-        return done, errors
 
     # -- evaluation --------------------------------------------------------------------------
     def _usable(self, records: Sequence[ImageRecord]) -> list[ImageRecord]:

@@ -32,10 +32,11 @@ import dataclasses
 import hashlib
 import json
 from importlib import metadata
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 
+from featbench.datasets.images import ImageDecodeError
 from featbench.errors import FeatbenchError
 
 ENTRY_POINT_GROUP = "featbench.extractors"
@@ -166,6 +167,33 @@ class Extractor:
     def transform_outputs(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Features of ``images`` for every output: ``{output: float32 [n, d]}``."""
         return {"": np.stack([self.transform_one(as_image(im)) for im in images]).astype(np.float32, copy=False)}
+
+    def iter_batches(self, items: Sequence[Any], batch_size: int) -> Iterator[
+            tuple[list[int], dict[str, np.ndarray], dict[int, str]]]:
+        """Features batch by batch, so a caller can keep each batch the moment it exists.
+
+        Yields ``(indices, {output: float32 [len(indices), d]}, {index: reason})``: the items
+        done, their features, and the items that would not decode (with the reason). A bad
+        image never costs the rest of its batch. Extractors with a pipelined loader (the CNN's
+        DataLoader) override this to keep their workers busy across batches.
+        """
+        for start in range(0, len(items), batch_size):
+            chunk = list(items[start:start + batch_size])
+            indices = list(range(start, start + len(chunk)))
+            try:
+                yield indices, self.transform_outputs(chunk), {}
+                continue
+            except ImageDecodeError:
+                pass
+            done, parts, errors = [], [], {}
+            for i, item in zip(indices, chunk):
+                try:
+                    parts.append(self.transform_outputs([item]))
+                    done.append(i)
+                except ImageDecodeError as exc:
+                    errors[i] = str(exc)
+            outs = {o: np.concatenate([p[o] for p in parts]) for o in parts[0]} if parts else {}
+            yield done, outs, errors
 
     def transform_one(self, image: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} implements neither transform_outputs nor transform_one")

@@ -1,0 +1,536 @@
+"""ImageNet CNN layer features: any torchvision or timm classifier, any layers, one forward pass.
+
+Spec: ``cnn:MODEL[@LAYER[+LAYER..]][:OPTIONS]``, for example::
+
+    cnn:tf_efficientnet_lite0                      # pre-logits (the penultimate pooled feature)
+    cnn:alexnet@depth                              # preset: pool5, fc6, fc7 from one pass
+    cnn:resnet50@layer3+pre_logits:pool=spp,l2=true
+    cnn:squeezenet1_0@fire9:weights=../shared/weights/squeezenet1_0-imagenet-deepcompression.pth
+    cnn:vgg16@fc7:weights=random                   # explicitly random init, labelled as such
+
+Models: a name torchvision's classification models know is built by torchvision, any other by
+timm (``src=timm|torchvision`` forces one). Layers, presets and aliases: :mod:`.cnn_presets`.
+Weights and their provenance: :mod:`.cnn_weights`.
+
+Options:
+
+* ``pool=avg|max|flatten|spp`` for conv maps ``[n, c, h, w]`` (default ``avg``): global average,
+  global max, the flattened map, or a spatial pyramid of average pools over 1x1 and 2x2 grids,
+  concatenated (``5c`` dims: the whole-map mean, then the four quadrants row by row). Token maps
+  ``[n, t, c]`` (ViTs) pool over tokens. 2-D outputs (fully connected layers) pass unchanged.
+* ``l2=true``: L2-normalise each feature vector (after pooling and augmentation averaging).
+* ``aug=none|flip|10crop``: average the pooled features over the image and its mirror, or over
+  the four corner and centre crops and their mirrors (Razavian et al. 2014's CNNaug).
+* ``size=N``: evaluate at crop ``N`` (the resize keeps the model's resize/crop ratio).
+* ``weights=``: see :mod:`.cnn_weights` (``random`` for a labelled random-init baseline).
+* ``compile=true``: ``torch.compile`` the network (a runtime choice: not part of the cache key).
+
+Preprocessing follows the model's own metadata (torchvision's weights transforms, timm's
+``pretrained_cfg``): shorter side resized to ``resize`` with the model's interpolation, centre
+crop, mean/std normalisation; ``describe()["preprocess"]`` records it. A JPEG file is decoded at
+a reduced DCT scale when that still leaves at least ``resize`` pixels on its shorter side
+(PIL ``draft``), which makes decoding large photos several times cheaper.
+
+Inference runs under ``torch.inference_mode`` in batches; a DataLoader's worker processes read,
+decode and resize images while the main process runs the network (pinned memory, bf16/fp16
+autocast and non-blocking copies on CUDA; fp32 on CPU). Batches travel as ``uint8`` and are
+normalised on the device, already in ``channels_last`` layout. Decoding overlaps the forward
+pass across the batches of one ``iter_batches`` (or ``transform_outputs``) call, which is why
+:meth:`CNN.iter_batches` runs one DataLoader over all the items it is given.
+:func:`measure_throughput` compares end-to-end with forward-only speed.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import math
+import multiprocessing
+import os
+import time
+from functools import cached_property
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from featbench.datasets.images import ImageDecodeError, to_rgb_uint8
+from featbench.errors import FeatbenchError
+
+from . import cnn_presets
+from .base import Extractor, ExtractorConfig, ParsedSpec, _format_value, _jsonable, register
+from .cnn_weights import WeightsInfo, build_model, resolve_weights, torchvision_weight_names
+
+POOLS = ("avg", "max", "flatten", "spp")
+AUGS = {None: 1, "flip": 2, "10crop": 10}  # views per image
+SOURCES = ("torchvision", "timm")
+#: Options that change how features are computed, not which features: left out of the cache key.
+RUNTIME_OPTIONS = ("compile",)
+
+
+# ----------------------------------------------------------------------------------------
+# Preprocessing (runs in DataLoader workers)
+# ----------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """Resize the shorter side to ``resize`` (both sides when ``squash``), centre crop ``crop``,
+    then ``(x / 255 - mean) / std`` per RGB channel."""
+
+    crop: int
+    resize: int
+    interpolation: str  # a PIL resampling name: bilinear, bicubic, ...
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    squash: bool = False
+
+    def scaled(self, size: int | None) -> "Preprocess":
+        if not size or size == self.crop:
+            return self
+        return dataclasses.replace(self, crop=size, resize=round(size * self.resize / self.crop))
+
+
+def model_preprocess(model: str, src: str, tv_weights: str | None = None) -> Preprocess:
+    """Preprocessing from the model's metadata (also used for random or file weights)."""
+    if src == "torchvision":
+        from torchvision.models import get_model_weights
+
+        t = get_model_weights(model)[tv_weights or "DEFAULT"].transforms()
+        return Preprocess(crop=t.crop_size[0], resize=t.resize_size[0], interpolation=t.interpolation.value,
+                          mean=tuple(t.mean), std=tuple(t.std))
+    from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model)
+    data = resolve_data_config(pretrained_cfg=cfg.to_dict() if cfg else {}, use_test_size=True)
+    if data["crop_mode"] not in ("center", "squash"):
+        raise FeatbenchError(f"cnn:{model}: timm crop_mode '{data['crop_mode']}' is not supported")
+    crop = data["input_size"][-1]
+    return Preprocess(crop=crop, resize=math.floor(crop / data["crop_pct"]), interpolation=data["interpolation"],
+                      mean=tuple(data["mean"]), std=tuple(data["std"]), squash=data["crop_mode"] == "squash")
+
+
+def _decode_reduced(path: str, min_side: int) -> Image.Image:
+    """Decode an image file like :func:`featbench.datasets.images.read_image`, but let JPEG's
+    DCT scaling shrink it by up to 8x as long as the shorter side stays >= ``min_side``."""
+    try:
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                w, h = img.size
+                scale = min_side / min(w, h)
+                img.draft(None, (math.ceil(w * scale), math.ceil(h * scale)))
+            img.load()
+            return Image.fromarray(to_rgb_uint8(img))
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise ImageDecodeError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(f"{path}: not a recognised image format") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"{path}: corrupt or truncated image ({exc})") from exc
+
+
+def load_image(item: Any, min_side: int) -> Image.Image:
+    """An item as a PIL RGB image: an RGB uint8 array, or a record with ``.load()``. A record
+    that is a plain file on disk (``path`` set, no custom ``loader``) is decoded reduced."""
+    if isinstance(item, np.ndarray):
+        return Image.fromarray(item)
+    path = getattr(item, "path", None)
+    if path and getattr(item, "loader", None) is None:
+        return _decode_reduced(path, min_side)
+    return Image.fromarray(item.load())
+
+
+def prepare_views(item: Any, prep: Preprocess, aug: str | None) -> np.ndarray:
+    """The crops the network sees for one item: ``uint8 [views, crop, crop, 3]``.
+
+    Resize and centre crop follow torchvision's ``Resize(int)`` + ``CenterCrop`` on PIL images
+    (shorter side to ``resize``, the longer ``int(resize * long / short)``; crop offsets rounded;
+    black padding when the crop is larger than the resized image).
+    """
+    img = load_image(item, prep.resize)
+    w, h = img.size
+    if prep.squash:
+        size = (prep.resize, prep.resize)
+    elif w <= h:
+        size = (prep.resize, int(prep.resize * h / w))
+    else:
+        size = (int(prep.resize * w / h), prep.resize)
+    if size != (w, h):
+        img = img.resize(size, Image.Resampling[prep.interpolation.upper()])
+    c = prep.crop
+    if min(size) < c:
+        pad = Image.new("RGB", (max(size[0], c), max(size[1], c)))
+        pad.paste(img, ((pad.width - size[0]) // 2, (pad.height - size[1]) // 2))
+        img = pad
+    arr = np.asarray(img)
+    H, W = arr.shape[:2]
+    offsets = [(int(round((H - c) / 2.0)), int(round((W - c) / 2.0)))]
+    if aug == "10crop":
+        offsets += [(0, 0), (0, W - c), (H - c, 0), (H - c, W - c)]
+    crops = [arr[y:y + c, x:x + c] for y, x in offsets]
+    if aug in ("flip", "10crop"):
+        crops += [cr[:, ::-1] for cr in crops]
+    return np.stack(crops)
+
+
+class _Views(torch.utils.data.Dataset):
+    """Items -> ``(index, views, None)``, or ``(index, None, message)`` for an image that does not
+    decode: the main process learns which image failed and why, not a worker's traceback."""
+
+    def __init__(self, items: Sequence[Any], prep: Preprocess, aug: str | None) -> None:
+        self.items, self.prep, self.aug = items, prep, aug
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str | None]:
+        try:
+            return i, prepare_views(self.items[i], self.prep, self.aug), None
+        except ImageDecodeError as exc:
+            return i, None, str(exc)
+
+
+def _collate(batch: list[tuple[int, np.ndarray | None, str | None]]
+             ) -> tuple[list[int], torch.Tensor | None, dict[int, str]]:
+    """Stack the views of the items that decoded; keep the reason for those that did not."""
+    good = [(i, views) for i, views, err in batch if err is None]
+    errors = {i: err for i, _, err in batch if err is not None}
+    stacked = torch.from_numpy(np.stack([views for _, views in good])) if good else None
+    return [i for i, _ in good], stacked, errors
+
+
+# ----------------------------------------------------------------------------------------
+# Pooling
+# ----------------------------------------------------------------------------------------
+
+def pool_features(t: torch.Tensor, pool: str | None) -> torch.Tensor:
+    """``[n, d]`` from a layer output; ``pool=None`` is avg for maps (flatten does nothing to 2-D)."""
+    pool = pool or "avg"
+    if t.ndim == 2 or pool == "flatten":
+        return t.flatten(1)
+    if t.ndim == 3:  # tokens [n, t, c]
+        if pool == "spp":
+            raise FeatbenchError("pool=spp needs a conv map [n, c, h, w]; this layer gives tokens")
+        return t.amax(1) if pool == "max" else t.mean(1)
+    if pool == "max":
+        return t.amax((2, 3))
+    if pool == "spp":
+        quads = torch.nn.functional.adaptive_avg_pool2d(t, 2).flatten(2).transpose(1, 2).flatten(1)
+        return torch.cat([t.mean((2, 3)), quads], dim=1)
+    return t.mean((2, 3))
+
+
+# ----------------------------------------------------------------------------------------
+# The extractor
+# ----------------------------------------------------------------------------------------
+
+def model_source(model: str, src: str | None) -> str:
+    """``torchvision`` when torchvision knows the name (unless ``src=timm``), else ``timm``."""
+    import torchvision
+
+    tv_models = torchvision.models.list_models(module=torchvision.models)
+    if src == "torchvision" or (src is None and model in tv_models):
+        if model not in tv_models:
+            raise FeatbenchError(f"cnn:{model}: not a torchvision classification model")
+        return "torchvision"
+    import timm  # imported only when needed: it is slow to import
+
+    if timm.is_model(model):
+        return "timm"
+    close = difflib.get_close_matches(model, tv_models + timm.list_models(), n=5)
+    raise FeatbenchError(f"cnn: unknown model '{model}' (neither torchvision nor timm)"
+                         + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+@dataclasses.dataclass
+class _Network:
+    """What a built extractor holds: the traced network on its device and the layer plumbing."""
+
+    net: torch.nn.Module
+    nodes: dict[str, str]  # output name -> graph node
+    device: torch.device
+    shift: torch.Tensor  # 255 * mean, [1, 3, 1, 1]
+    scale: torch.Tensor  # 255 * std
+
+
+class CNN(Extractor):
+    """ImageNet CNN layer features (torchvision or timm), several layers from one forward pass."""
+
+    name = "cnn"
+    version = "1"
+    family = "cnn"
+    uses_torch = True
+    params = {"model": None, "layers": None, "src": None, "weights": None, "pool": None, "l2": False,
+              "aug": None, "size": None, "compile": False}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._network: _Network | None = None
+        self.configure_runtime()
+
+    # -- identity ----------------------------------------------------------------------------
+    @cached_property
+    def source(self) -> str:
+        return model_source(self.model, self.src)
+
+    @property
+    def _tv_weights(self) -> str | None:
+        """A torchvision weights name given as ``weights=IMAGENET1K_V1`` (else the default)."""
+        w = self.weights
+        return w if self.source == "torchvision" and w in torchvision_weight_names(self.model) else None
+
+    @cached_property
+    def weights_info(self) -> WeightsInfo:
+        return resolve_weights(self.model, self.source, self.weights)
+
+    @cached_property
+    def preprocess(self) -> Preprocess:
+        return model_preprocess(self.model, self.source, self._tv_weights).scaled(self.size)
+
+    @property
+    def outputs(self) -> list[str]:
+        return cnn_presets.expand_layers(self.model, self.layers)
+
+    @property
+    def config(self) -> ExtractorConfig:
+        """Parameters that shape the features, with the weights' sha256 in place of how they were
+        named and the resolved preprocessing. Layers are left out: every output's cache key
+        already carries its layer, so ``@fc6`` and ``@depth`` share the cached fc6 features."""
+        params = {k: v for k, v in self.get_params().items() if k not in ("layers", "weights", *RUNTIME_OPTIONS)}
+        params.update(src=self.source, weights=self.weights_info.identity,
+                      preprocess=dataclasses.asdict(self.preprocess))
+        return ExtractorConfig(self.name, str(self.version), tuple(sorted((k, _jsonable(v)) for k, v in params.items())))
+
+    @property
+    def spec(self) -> str:
+        text = f"cnn:{self.model}" + ("@" + "+".join(self.layers) if self.layers else "")
+        opts = [f"{k}={_format_value(v)}" for k, v in self.get_params().items()
+                if k not in ("model", "layers") and v != self.params[k]]
+        return text + (":" + ",".join(opts) if opts else "")
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update(model=self.model, source=self.source, outputs=self.outputs, weights=self.weights_info.as_dict(),
+                    preprocess={**dataclasses.asdict(self.preprocess), "jpeg_draft": True},
+                    runtime={"device": self.device, "batch_size": self.batch_size, "num_workers": self.num_workers,
+                             "threads": self.threads, "compile": self.compile})
+        if self._network is not None:
+            info["layer_nodes"] = dict(self._network.nodes)
+        return info
+
+    # -- runtime -------------------------------------------------------------------------------
+    def configure_runtime(self, device: str = "auto", batch_size: int | None = None,
+                          num_workers: int | None = None, threads: int | None = None) -> None:
+        """``device``: auto (cuda when available), cpu, cuda or cuda:N. ``threads`` defaults to
+        torch's default. ``num_workers`` (DataLoader processes that decode and resize) defaults
+        to 1 on CPU, where decoding costs about a twentieth of the forward pass and more workers
+        would only take cores from it, and to the CPU count (at most 8) on CUDA."""
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise FeatbenchError(f"device '{device}' requested but CUDA is not available")
+        if self._network is not None and torch.device(device) != self._network.device:
+            self._network = None  # rebuilt on the new device at the next transform
+        self.device = device
+        self.batch_size = batch_size or 32
+        if num_workers is None:
+            num_workers = min(8, os.cpu_count() or 1) if device.startswith("cuda") else 1
+        self.num_workers = num_workers
+        self.threads = threads
+
+    # -- building ------------------------------------------------------------------------------
+    def _graph_api(self):
+        if self.source == "timm":  # timm's versions know its untraceable leaf modules
+            from timm.models import create_feature_extractor, get_graph_node_names
+        else:
+            from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+        return create_feature_extractor, get_graph_node_names
+
+    def _classifier_module(self, net: torch.nn.Module) -> str:
+        if self.source == "timm":
+            name = net.pretrained_cfg["classifier"]
+            return name[0] if isinstance(name, (list, tuple)) else name
+        last = [n for n, m in net.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+        return last[-1]
+
+    def _resolve_nodes(self, net: torch.nn.Module, graph_nodes: list[str]) -> dict[str, str]:
+        """Graph node of every output: aliases, ``logits`` (the last node), ``pre_logits`` (the
+        node just before the classifier module), or a node / module name as given."""
+        nodes = {}
+        for out in self.outputs:
+            node = cnn_presets.node_for(self.model, out)
+            if node == "logits":
+                node = graph_nodes[-1]
+            elif node == "pre_logits":
+                head = self._classifier_module(net)
+                first = next(i for i, n in enumerate(graph_nodes) if n == head or n.startswith(head + "."))
+                node = graph_nodes[first - 1]
+            elif node not in graph_nodes and not any(n.startswith(node + ".") for n in graph_nodes):
+                close = difflib.get_close_matches(node, graph_nodes, n=5)
+                raise FeatbenchError(
+                    f"cnn:{self.model}: no layer '{out}'" + (f" (close: {', '.join(close)})" if close else "")
+                    + f"; known: {cnn_presets.describe_layers(self.model)}")
+            nodes[out] = node
+        return nodes
+
+    def _build(self) -> _Network:
+        net = build_model(self.model, self.source, self.weights_info, self._tv_weights)
+        for module in net.modules():  # an in-place op would overwrite a requested earlier output
+            if isinstance(getattr(module, "inplace", None), bool):
+                module.inplace = False
+        create_fx, graph_node_names = self._graph_api()
+        nodes = self._resolve_nodes(net, graph_node_names(net)[1])
+        device = torch.device(self.device)
+        fx = create_fx(net, return_nodes={n: n for n in dict.fromkeys(nodes.values())})
+        fx = fx.eval().to(device, memory_format=torch.channels_last)
+        if self.compile:
+            fx = torch.compile(fx)
+        prep = self.preprocess
+        shift = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1) * 255
+        scale = torch.tensor(prep.std, device=device).view(1, 3, 1, 1) * 255
+        return _Network(fx, nodes, device, shift, scale)
+
+    @property
+    def network(self) -> _Network:
+        """The network, built (weights loaded, graph traced) on first use and then kept."""
+        if self._network is None:
+            self._network = self._build()
+        return self._network
+
+    # -- inference -----------------------------------------------------------------------------
+    def _autocast(self, device: torch.device):
+        if device.type != "cuda":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[..., h, w, 3]`` -> normalised float ``[n, 3, h, w]`` (channels_last strides)."""
+        nw = self.network
+        x = batch.flatten(0, -4).to(nw.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        return x.sub_(nw.shift).div_(nw.scale)
+
+    def _features(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
+        """Pooled, view-averaged (and optionally L2-normalised) features of a uint8 batch
+        ``[n, views, h, w, 3]``."""
+        nw = self.network
+        n, views = batch.shape[:2]
+        with self._autocast(nw.device):
+            raw = nw.net(self._normalise(batch))
+        out = {}
+        for name, node in nw.nodes.items():
+            f = pool_features(raw[node].float(), self.pool)
+            f = f.view(n, views, -1).mean(1)
+            if self.l2:
+                f = torch.nn.functional.normalize(f, dim=1)
+            out[name] = f.cpu().numpy()
+        return out
+
+    def _loader(self, items: Sequence[Any], batch_size: int) -> torch.utils.data.DataLoader:
+        """Batches of ``batch_size`` network inputs (``batch_size // views`` images). Workers only
+        pay off with more than one batch: a single batch is prepared in this process."""
+        per_batch = max(1, batch_size // AUGS[self.aug])
+        workers = self.num_workers if len(items) > per_batch else 0
+        context = "fork" if workers and "fork" in multiprocessing.get_all_start_methods() else None
+        return torch.utils.data.DataLoader(
+            _Views(items, self.preprocess, self.aug), batch_size=per_batch, shuffle=False, num_workers=workers,
+            collate_fn=_collate, pin_memory=torch.device(self.device).type == "cuda",
+            multiprocessing_context=context)
+
+    def iter_batches(self, items: Sequence[Any], batch_size: int
+                     ) -> Iterator[tuple[list[int], dict[str, np.ndarray], dict[int, str]]]:
+        """One DataLoader over all ``items``, so its workers decode ahead across batches; an image
+        that does not decode is reported by index while the rest of its batch is extracted."""
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        for indices, views, errors in self._loader(items, batch_size):
+            feats = {}
+            if indices:
+                with torch.inference_mode():
+                    feats = self._features(views)
+            yield indices, feats, errors
+
+    def transform_outputs(self, images: Sequence[Any]) -> dict[str, np.ndarray]:
+        """``{output: float32 [n, d]}`` for RGB uint8 arrays or records with ``.load()``; an image
+        that does not decode raises :class:`ImageDecodeError`."""
+        parts: dict[str, list[np.ndarray]] = {o: [] for o in self.outputs}
+        for _, feats, errors in self.iter_batches(images, self.batch_size):
+            if errors:
+                raise ImageDecodeError(next(iter(errors.values())))
+            for name, f in feats.items():
+                parts[name].append(f)
+        return {o: np.concatenate(p) if p else np.zeros((0, 0), np.float32) for o, p in parts.items()}
+
+
+# ----------------------------------------------------------------------------------------
+# Throughput
+# ----------------------------------------------------------------------------------------
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_throughput(extractor: CNN, items: Sequence[Any], batch_size: int = 32, repeats: int = 3) -> dict[str, Any]:
+    """End-to-end vs raw images/s of ``extractor`` on ``items``, measured in the same process.
+
+    * ``e2e``: ``transform_outputs(items)``: read, decode, resize (DataLoader workers), normalise,
+      forward, pool, copy back.
+    * ``raw``: the network's forward alone on ready, normalised, on-device input batches of the
+      same size (prepared once, untimed).
+
+    Repeats alternate e2e and raw so background load hits both alike; the best of each is kept.
+    The model is built and warmed up on one batch first.
+    """
+    extractor.configure_runtime(extractor.device, batch_size, extractor.num_workers, extractor.threads)
+    extractor.transform_outputs(items[:batch_size])  # build + warm up
+    nw = extractor.network
+    with torch.inference_mode():
+        inputs = [extractor._normalise(views) for _, views, _ in extractor._loader(items, batch_size)]
+    e2e, raw = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        extractor.transform_outputs(items)
+        e2e.append(time.perf_counter() - start)
+        with torch.inference_mode(), extractor._autocast(nw.device):
+            start = time.perf_counter()
+            for x in inputs:
+                nw.net(x)
+            _sync(nw.device)
+            raw.append(time.perf_counter() - start)
+    n_views = sum(len(x) for x in inputs)
+    result = {
+        "spec": extractor.spec, "outputs": extractor.outputs, "n_images": len(items), "batch_size": batch_size,
+        "device": str(nw.device), "num_workers": extractor.num_workers, "threads": torch.get_num_threads(),
+        "e2e_img_per_s": len(items) / min(e2e), "raw_img_per_s": n_views / AUGS[extractor.aug] / min(raw),
+        "e2e_s": e2e, "raw_s": raw,
+    }
+    result["ratio"] = result["e2e_img_per_s"] / result["raw_img_per_s"]
+    return result
+
+
+# ----------------------------------------------------------------------------------------
+# Registration
+# ----------------------------------------------------------------------------------------
+
+@register("cnn", "ImageNet CNN layer features (torchvision/timm), several layers per forward pass")
+def create_cnn(parsed: ParsedSpec) -> CNN:
+    """``cnn:MODEL[@LAYER[+LAYER..]][:OPTIONS]``; checks every option before any work is done."""
+    options = dict(parsed.options)
+    clash = {"model", "layers"} & set(options)
+    if clash:
+        raise FeatbenchError(f"cnn: give the model and layers as cnn:MODEL@LAYERS, not as option(s) {', '.join(clash)}")
+    if options.get("aug") == "none":
+        options["aug"] = None
+    ex = CNN(model=parsed.target, layers=list(parsed.layers) or None, **options)
+    checks = [("pool", ex.pool, (None, *POOLS)), ("aug", ex.aug, tuple(AUGS)), ("src", ex.src, (None, *SOURCES)),
+              ("l2", ex.l2, (True, False)), ("compile", ex.compile, (True, False))]
+    for key, value, allowed in checks:
+        if value not in allowed:
+            raise FeatbenchError(f"cnn: {key}={value} is not one of {', '.join(_format_value(a) for a in allowed)}")
+    if ex.size is not None and (not isinstance(ex.size, int) or ex.size < 32):
+        raise FeatbenchError(f"cnn: size={ex.size} must be an integer >= 32")
+    model_source(ex.model, ex.src)  # an unknown model fails here, before any work
+    cnn_presets.expand_layers(ex.model, ex.layers)  # and so does a preset the model lacks
+    return ex

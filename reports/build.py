@@ -1,88 +1,131 @@
-"""Build report.md and a self-contained report.html from one or more run folders."""
+"""Build one report from one or more run folders.
+
+``build_report(run_dirs, out)`` writes into ``out``:
+
+* ``report.html``: self-contained (CSS inline, figures as PNG data URIs, no external URL),
+  readable on a phone (responsive layout, tables scroll sideways with a sticky first column);
+* ``report.md``: the same sections in Markdown, figures linked from ``figures/*.png``;
+* ``accuracy.csv``: mean ± std per comparable group × variant (both metrics, headline marked);
+* ``accuracy.tex``: the per-task table (booktabs; best in bold);
+* ``results-merged.csv``: every record of every run, with the run folder;
+* ``domain_matrices.csv`` when there are domain-shift tasks; ``figures/``.
+
+Sections are built by :mod:`featbench.reports.sections` (add your own with ``register_section``).
+"""
 from __future__ import annotations
 
-import base64
-import io
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from featbench.errors import FeatbenchError
+import featbench
+
+from .data import load_runs
+from .sections import ReportContext, Section, build_sections
+from .tables import (METRIC_SHORT, aggregate, comparable_groups, families_in_order, latex_escape, per_task_matrix,
+                     pct)
 
 
-def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[dict]]:
-    frames, metas = [], []
-    for d in run_dirs:
-        d = Path(d)
-        csv, meta = d / "results.csv", d / "run.json"
-        if not csv.is_file():
-            raise FeatbenchError(f"{d}: no results.csv (is it a featbench run folder?)")
-        frames.append(pd.read_csv(csv, keep_default_na=False, na_values=[""]))
-        metas.append(json.loads(meta.read_text()) if meta.is_file() else {})
-    return pd.concat(frames, ignore_index=True), metas
+def load_template():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("featbench.reports", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), keep_trailing_newline=True)
+    return env.get_template("report.html.j2")
 
 
-def accuracy_table(df: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
-    """Mean ± std over trials, one row per task × extractor × layer × method × classifier."""
-    keys = ["task", "family", "extractor", "layer", "method", "classifier"]
-    g = df.groupby(keys, dropna=False)[metric].agg(["mean", "std", "count"]).reset_index()
-    g["std"] = g["std"].fillna(0.0)
-    return g
+def accuracy_csv(agg: pd.DataFrame, path: Path) -> None:
+    cols = ["task", "family", "dataset", "protocol", "dataset_id", "primary", "label", "extractor", "extractor_family",
+            "layer", "method", "classifier", "extractor_config", "weights", "metric", "acc_mean", "acc_std",
+            "top1_mean", "top1_std", "mean_class_acc_mean", "mean_class_acc_std", "n_trials", "n_runs", "rank",
+            "is_best", "devices", "dim"]
+    out = agg.copy()
+    out["devices"] = out["devices"].map(lambda d: "+".join(d))
+    out.sort_values(["task", "primary", "rank"], ascending=[True, False, True])[cols].to_csv(path, index=False,
+                                                                                             float_format="%.6g")
 
 
-def _fig_to_data_uri(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+def latex_table(agg: pd.DataFrame) -> str:
+    """The per-task table as a booktabs tabular: rows variants, columns tasks grouped by family, best bold."""
+    labels, tasks, cells = per_task_matrix(agg)
+    if not tasks:
+        return "% no results\n"
+    fam = {t: next(cells[(l, t)]["family"] for l in labels if (l, t) in cells) for t in tasks}
+    metric = {t: next(cells[(l, t)]["metric"] for l in labels if (l, t) in cells) for t in tasks}
+    fams = families_in_order(fam.values())
+    ordered = [t for f in fams for t in tasks if fam[t] == f]
+    lines = [
+        "% featbench: headline accuracy (%), mean $\\pm$ std over trials; best of each task in bold.",
+        "% \\dagger: mean per-class accuracy, otherwise top-1. Needs \\usepackage{booktabs}.",
+        "\\begin{tabular}{l" + "r" * len(ordered) + "}",
+        "\\toprule",
+    ]
+    spans, col = [], 2
+    head = [" "]
+    rules = []
+    for f in fams:
+        n = sum(fam[t] == f for t in ordered)
+        spans.append(f"\\multicolumn{{{n}}}{{c}}{{{latex_escape(f)}}}")
+        rules.append(f"\\cmidrule(lr){{{col}-{col + n - 1}}}")
+        col += n
+    lines.append(" & ".join([""] + spans) + " \\\\")
+    lines.append(" ".join(rules))
+    for t in ordered:
+        head.append(latex_escape(t) + ("$^\\dagger$" if metric[t] == "mean_class_acc" else ""))
+    lines.append("Extractor & " + " & ".join(head[1:]) + " \\\\")
+    lines.append("\\midrule")
+    for l in labels:
+        row = [latex_escape(l)]
+        for t in ordered:
+            r = cells.get((l, t))
+            if r is None:
+                row.append("--")
+                continue
+            text = pct(r["acc_mean"]) + (f" $\\pm$ {pct(r['acc_std'])}" if r["n_trials"] > 1 else "")
+            row.append(f"\\textbf{{{text}}}" if r["is_best"] else text)
+        lines.append(" & ".join(row) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", ""]
+    return "\n".join(lines)
 
 
-def speed_figure(df: pd.DataFrame) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    agg = df.groupby(["extractor", "layer", "device"], dropna=False).agg(
-        top1=("top1", "mean"), img_per_s=("img_per_s", "median")).reset_index()
-    agg["label"] = agg["extractor"] + agg["layer"].fillna("").map(lambda l: f"@{l}" if l else "")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    sns.scatterplot(data=agg, x="img_per_s", y="top1", hue="label", style="device", s=80, ax=ax)
-    ax.set_xscale("log")
-    ax.set_xlabel("images / s (extraction, log scale)")
-    ax.set_ylabel("top-1 accuracy (mean over tasks)")
-    ax.legend(fontsize=7, loc="best")
-    uri = _fig_to_data_uri(fig)
-    plt.close(fig)
-    return uri
+def render_markdown(title: str, subtitle: str, sections: list[Section]) -> str:
+    parts = [f"# {title}", "", subtitle, ""]
+    parts += ["Contents: " + " · ".join(f"[{s.title}](#{s.id})" for s in sections), ""]
+    for s in sections:
+        parts += [f"<a id=\"{s.id}\"></a>", f"## {s.title}", "", s.md.strip(), ""]
+    return "\n".join(parts)
 
 
 def build_report(run_dirs: list[Path], out: Path) -> Path:
-    df, metas = load_runs(list(run_dirs))
+    """Merge the runs in ``run_dirs`` into one report in ``out``; return the path of report.html."""
+    runs = load_runs([Path(d) for d in run_dirs])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = accuracy_table(df)
-    table["top1 (mean ± std)"] = [f"{m * 100:.1f} ± {s * 100:.1f}" for m, s in zip(table["mean"], table["std"])]
-    shown = table[["task", "extractor", "layer", "method", "classifier", "top1 (mean ± std)", "count"]]
-    skipped = [s for m in metas for s in m.get("skipped_images", [])]
-    md = ["# featbench report", "", shown.to_markdown(index=False) if _has_tabulate() else shown.to_string(index=False), ""]
-    if skipped:
-        md += ["## Skipped images", ""] + [f"- {s['relpath']}: {s['reason']}" for s in skipped] + [""]
-    (out / "report.md").write_text("\n".join(md))
-    html = ["<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>",
-            "<title>featbench report</title></head><body><h1>featbench report</h1>",
-            shown.to_html(index=False), f"<img alt='accuracy vs speed' src='{speed_figure(df)}'>"]
-    if skipped:
-        html.append("<h2>Skipped images</h2><ul>" + "".join(f"<li>{s['relpath']}: {s['reason']}</li>" for s in skipped) + "</ul>")
-    html.append("</body></html>")
-    (out / "report.html").write_text("\n".join(html))
+    df = runs.df
+    agg = aggregate(df)
+    groups = comparable_groups(df)
+    ctx = ReportContext(runs=runs, agg=agg, out=out, groups=groups)
+    sections = build_sections(ctx)
+
+    suites = sorted(set(df["suite"]) - {""}) if len(df) else []
+    title = "featbench report" + (f": {', '.join(suites)}" if suites else "")
+    started = sorted(str(r.meta.get("started", "")) for r in runs.runs if r.meta.get("started"))
+    subtitle = (f"{len(runs.runs)} run(s)" + (f", started {started[0]}" + (f" to {started[-1]}" if len(started) > 1 else "")
+                                              if started else "") +
+                f"; {len(df)} result records; headline metrics: "
+                f"{', '.join(sorted({METRIC_SHORT[m] for m in agg['metric']})) or '—'}.")
+    html = load_template().render(title=title, subtitle=subtitle, sections=sections, version=featbench.__version__,
+                                  n_runs=len(runs.runs))
+    (out / "report.html").write_text(html, encoding="utf-8")
+    (out / "report.md").write_text(render_markdown(title, subtitle, sections), encoding="utf-8")
+    accuracy_csv(agg, out / "accuracy.csv")
+    (out / "accuracy.tex").write_text(latex_table(agg), encoding="utf-8")
+    merged = df.copy()
+    merged["run_dir"] = merged["_run"].map(lambda i: str(runs.runs[int(i)].path))
+    merged["extractor"] = merged["extractor_spec"]
+    merged.drop(columns=[c for c in ("_run", "_order", "extractor_spec") if c in merged.columns]).to_csv(
+        out / "results-merged.csv", index=False)
     return out / "report.html"
 
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
+__all__ = ["build_report", "latex_table", "render_markdown"]

@@ -1,0 +1,272 @@
+"""Feature samples for the 2-D embedding figure (DeCAF's Figure 1: t-SNE of features by class).
+
+Run-folder format (no pickle anywhere), written by :func:`write_features_sample`::
+
+    RUN_DIR/features-sample/
+        sample.json   {"format": 1, "task": "caltech101_mini", "split": "test", "trial": 0,
+                       "classes": ["airplanes", ...],          # class names, index = label
+                       "labels": [0, 3, ...],                  # one per row of every .npy file
+                       "uids": ["<sha256>", ...],              # optional, one per row
+                       "features": [{"extractor": "hog", "layer": "", "extractor_family": "classical",
+                                     "file": "00.npy"}, ...]}
+        00-hog.npy, ...       float32 [n, d] (np.save, allow_pickle=False), row i <-> labels[i]
+
+Features wider than ``MAX_DIM`` (64) are stored reduced: rows L2-normalised, then PCA to 64
+dimensions fitted on the sample (``"preprocessed": "l2-pca64"`` in the item), which is what
+the t-SNE does first anyway; this keeps a 32k-D Fisher vector's sample at 100 KB, not 50 MB.
+
+When a run folder has no sample, :func:`sample_from_cache` rebuilds one from the feature
+cache for extractors that learn nothing (their cache key does not depend on a fit): it
+re-resolves the run's first non-domain task from run.json (data roots, suite, seed), takes
+trial 0's test images and reads their cached features. Learned extractors (BoW, VLAD, FV)
+need the runner's sample.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+SAMPLE_DIR = "features-sample"
+MAX_POINTS = 500
+MAX_DIM = 64
+
+
+def _l2(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def reduce_features(X: np.ndarray, dim: int = MAX_DIM, seed: int = 0) -> np.ndarray:
+    """L2-normalise rows, then PCA to at most ``dim`` dimensions (float32)."""
+    from sklearn.decomposition import PCA
+
+    X = _l2(X)
+    k = min(dim, X.shape[1], max(1, len(X) - 1))
+    return PCA(n_components=k, random_state=seed).fit_transform(X).astype(np.float32)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
+
+
+def write_features_sample(run_dir: Path, task: str, classes: Sequence[str], labels: Sequence[int],
+                          features: Sequence[tuple[str, str, str, np.ndarray]], *, split: str = "test",
+                          trial: int = 0, uids: Sequence[str] | None = None, max_points: int = MAX_POINTS,
+                          seed: int = 0) -> Path:
+    """Write ``features`` (a list of (extractor spec, layer, extractor_family, X [n, d])) for one task.
+
+    Rows beyond ``max_points`` are dropped by a seeded draw (the same rows for every feature).
+    Returns the folder.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    keep = np.arange(n)
+    if n > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+    out = Path(run_dir) / SAMPLE_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    items = []
+    for i, (spec, layer, family, X) in enumerate(features):
+        X = np.asarray(X, dtype=np.float32)
+        if len(X) != n:
+            raise ValueError(f"features of {spec}@{layer}: {len(X)} rows for {n} labels")
+        X = X[keep]
+        item = {"extractor": spec, "layer": layer, "extractor_family": family, "dim": int(X.shape[1])}
+        if X.shape[1] > MAX_DIM:
+            X = reduce_features(X, MAX_DIM, seed)
+            item["preprocessed"] = f"l2-pca{X.shape[1]}"
+        name = f"{i:02d}-{_safe(spec)}{'-' + _safe(layer) if layer else ''}.npy"
+        np.save(out / name, np.ascontiguousarray(X, dtype=np.float32), allow_pickle=False)
+        items.append(dict(item, file=name))
+    meta: dict[str, Any] = {"format": 1, "task": task, "split": split, "trial": trial, "classes": list(classes),
+                            "labels": labels[keep].tolist(), "features": items}
+    if uids is not None:
+        meta["uids"] = [uids[i] for i in keep]
+    (out / "sample.json").write_text(json.dumps(meta, indent=1))
+    return out
+
+
+def read_features_sample(run_dir: Path) -> dict[str, Any] | None:
+    """``{"task", "classes", "labels" (array), "features": [(spec, layer, family, X)]}`` or None."""
+    folder = Path(run_dir) / SAMPLE_DIR
+    meta_path = folder / "sample.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    labels = np.asarray(meta["labels"], dtype=np.int64)
+    feats = []
+    for item in meta.get("features", []):
+        X = np.load(folder / item["file"], allow_pickle=False)
+        if len(X) != len(labels):
+            raise ValueError(f"{folder / item['file']}: {len(X)} rows for {len(labels)} labels")
+        if item.get("preprocessed"):
+            X = np.asarray(X, dtype=np.float32)  # already L2-normalised and PCA-reduced: tsne_2d leaves it
+            X = _Preprocessed(X)
+        feats.append((item["extractor"], item.get("layer", ""), item.get("extractor_family", ""), X))
+    return {"task": meta.get("task", "?"), "split": meta.get("split", "test"), "classes": meta["classes"],
+            "labels": labels, "uids": meta.get("uids"), "features": feats, "source": f"{SAMPLE_DIR}/ in the run folder"}
+
+
+def sample_from_cache(meta: dict[str, Any], max_points: int = MAX_POINTS) -> tuple[dict[str, Any] | None, str]:
+    """Rebuild a sample from the feature cache (see the module docstring); (sample or None, why not)."""
+    if not meta.get("cache_dir"):
+        return None, "the run did not use the feature cache"
+    try:
+        return _sample_from_cache(meta, max_points)
+    except Exception as exc:  # the cache is a convenience: never let it break a report
+        return None, f"reading the feature cache failed ({type(exc).__name__}: {exc})"
+
+
+def _sample_from_cache(meta: dict[str, Any], max_points: int) -> tuple[dict[str, Any] | None, str]:
+    from featbench.cache import FeatureCache
+    from featbench.datasets.tasks import resolve_task
+    from featbench.errors import FeatbenchError
+    from featbench.features import create
+
+    cache = FeatureCache(meta["cache_dir"])
+    if not cache.root.is_dir():
+        return None, f"the feature cache {cache.root} is not on this machine"
+    specs = (meta.get("suite") or {}).get("tasks") or []
+    task_specs = [t for t in specs if ":" not in t.get("name", "")] or specs
+    if not task_specs:
+        return None, "run.json lists no tasks"
+    ts = task_specs[0]
+    recorded = (meta.get("tasks") or {}).get(ts["name"], {})
+    try:
+        task = resolve_task(ts["name"], list(meta.get("data_roots") or []), protocol=ts.get("protocol"),
+                            protocol_options=ts.get("protocol_options") or {},
+                            trials=ts.get("trials") or (meta.get("suite") or {}).get("trials"),
+                            family=ts.get("family"))
+    except FeatbenchError as exc:
+        return None, f"cannot re-open task {ts['name']} here ({exc})"
+    want_id = (recorded.get("dataset") or {}).get("identity")
+    if want_id and want_id != task.dataset.identity:
+        return None, f"dataset {task.dataset.name} changed since the run (identity {task.dataset.identity} != {want_id})"
+    split = task.split(0, int(meta.get("seed", 0)))
+    recs = split.test
+    if len(recs) > max_points:
+        idx = np.sort(np.random.default_rng(0).choice(len(recs), size=max_points, replace=False))
+        recs = [recs[i] for i in idx]
+    classes = task.dataset.classes
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[r.label] for r in recs], dtype=np.int64)
+    feats, skipped = [], []
+    for spec in (meta.get("suite") or {}).get("extractors") or list((meta.get("extractors") or {})):
+        try:
+            ex = create(spec)
+        except Exception as exc:  # an extractor no longer registered here
+            skipped.append(f"{spec} ({exc})")
+            continue
+        if ex.learns:
+            skipped.append(f"{spec} (learned: its cache key needs the fit)")
+            continue
+        for output in ex.outputs:
+            try:
+                ns = ex.cache_key(output)
+            except Exception as exc:
+                skipped.append(f"{spec}@{output} ({exc})")
+                break
+            rows = [cache.get(ns, r.uid) for r in recs]
+            if any(v is None for v in rows):
+                skipped.append(f"{spec}{'@' + output if output else ''} (not in the cache)")
+                continue
+            feats.append((ex.spec, output, ex.family, np.stack(rows).astype(np.float32)))
+    if not feats:
+        return None, "no cached features found for the first task" + (f": {'; '.join(skipped)}" if skipped else "")
+    return ({"task": task.name, "split": "test", "classes": classes, "labels": labels, "uids": [r.uid for r in recs],
+             "features": feats, "source": "the feature cache (rebuilt at report time)", "skipped": skipped}, "")
+
+
+def merge_samples(samples: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One sample from several runs' samples of the same images (same task, classes, labels, uids).
+
+    Among the groups of compatible samples, the one covering both extractor families (classical and
+    CNN) wins, then the one with the most features; features are deduplicated on (spec, layer).
+    """
+    from .tables import strip_layers
+
+    groups: dict[tuple, dict[str, Any]] = {}
+    for smp in samples:
+        key = (smp["task"], tuple(smp["classes"]), tuple(np.asarray(smp["labels"]).tolist()),
+               tuple(smp.get("uids") or ()))
+        g = groups.setdefault(key, dict(smp, features=[], sources=[], skipped=[]))
+        seen = {(strip_layers(f[0]), f[1]) for f in g["features"]}
+        for f in smp["features"]:
+            if (strip_layers(f[0]), f[1]) not in seen:
+                g["features"].append(f)
+                seen.add((strip_layers(f[0]), f[1]))
+        g["sources"].append(smp.get("source", "?"))
+        g["skipped"] += smp.get("skipped") or []
+    if not groups:
+        return None
+
+    def rank(g):
+        fams = {f[2] == "cnn" for f in g["features"]}
+        return (len(fams), len(g["features"]))
+
+    best = max(groups.values(), key=rank)
+    best["source"] = " and ".join(dict.fromkeys(best["sources"]))
+    found = {(strip_layers(f[0]), f[1]) for f in best["features"]}
+    best["skipped"] = [s for s in dict.fromkeys(best["skipped"])
+                       if not any(s.startswith(spec) for spec, _ in found)]
+    return best
+
+
+class _Preprocessed(np.ndarray):
+    """Marks a sample that is already L2-normalised and PCA-reduced (see the module docstring)."""
+
+    def __new__(cls, X: np.ndarray) -> "_Preprocessed":
+        return np.asarray(X).view(cls)
+
+
+def tsne_2d(X: np.ndarray, seed: int = 0) -> np.ndarray:
+    """L2-normalise rows, PCA to at most 50 dimensions, then t-SNE to 2-D (scikit-learn)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    done = isinstance(X, _Preprocessed)
+    X = np.asarray(X, dtype=np.float64)
+    if not done:
+        X = _l2(X)
+    n = len(X)
+    if X.shape[1] > 50 and n > 2:
+        X = PCA(n_components=min(50, n - 1, X.shape[1]), random_state=seed).fit_transform(X)
+    perplexity = float(max(2.0, min(30.0, (n - 1) / 3.0)))
+    from threadpoolctl import threadpool_limits
+
+    # one thread: on a busy 2-core machine OpenMP oversubscription made t-SNE of 45 points take 27 s, not 0.3 s
+    with threadpool_limits(limits=1):
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed,
+                    max_iter=500, n_jobs=1).fit_transform(X)
+
+
+def choose_panels(features: list[tuple[str, str, str, np.ndarray]], score: dict[tuple[str, str], float],
+                  limit: int = 4) -> list[tuple[str, str, str, np.ndarray]]:
+    """Up to ``limit`` features, classical beside CNN as in DeCAF's Figure 1.
+
+    Order of preference: best classical, best CNN layer, shallowest CNN layer, then the rest by
+    accuracy (``score`` maps (spec, layer) to the headline accuracy on the task, when known).
+    """
+    def acc(f):
+        return score.get((f[0], f[1]), float("-inf"))
+
+    classical = sorted([f for f in features if f[2] != "cnn"], key=acc, reverse=True)
+    cnn = [f for f in features if f[2] == "cnn"]
+    picked: list = []
+    if classical:
+        picked.append(classical[0])
+    if cnn:
+        best = max(cnn, key=acc)
+        picked.append(best)
+        if cnn[0] is not best:
+            picked.append(cnn[0])
+    rest = sorted([f for f in features if all(f is not p for p in picked)], key=acc, reverse=True)
+    picked += rest
+    picked = picked[:limit]
+    # classical first, then CNN layers in network order
+    return [f for f in features if any(f is p for p in picked) and f[2] != "cnn"] + \
+        [f for f in features if any(f is p for p in picked) and f[2] == "cnn"]

@@ -92,6 +92,18 @@ class FeatureCache:
         if not path.exists():
             atomic_write_bytes(path, json.dumps(meta, indent=2, sort_keys=True, default=str).encode())
 
+    def record_speed(self, namespace: str, n_images: int, seconds: float, device: str) -> None:
+        """Remember how fast this namespace's features were computed (reported on later cache hits)."""
+        if self.enabled and n_images and seconds > 0:
+            blob = {"n_images": n_images, "seconds": seconds, "img_per_s": n_images / seconds, "device": device}
+            atomic_write_bytes(self.root / namespace / "speed.json", json.dumps(blob).encode())
+
+    def recorded_speed(self, namespace: str) -> float | None:
+        try:
+            return float(json.loads((self.root / namespace / "speed.json").read_text())["img_per_s"])
+        except (OSError, ValueError, KeyError):
+            return None
+
     def namespaces(self) -> Iterable[tuple[str, dict[str, Any], int, int]]:
         """(namespace, meta, n_files, bytes) for every namespace on disk."""
         if not self.root.is_dir():

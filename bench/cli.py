@@ -19,6 +19,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
                   help="Benchmark ImageNet CNN layer features against classical descriptors.")
 cache_app = typer.Typer(help="Inspect or clear the feature cache.", pretty_exceptions_enable=False)
 app.add_typer(cache_app, name="cache")
+results_app = typer.Typer(help="The committed results corpus (results/*.jsonl) and RESULTS.md.",
+                          pretty_exceptions_enable=False)
+app.add_typer(results_app, name="results")
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -203,6 +206,31 @@ def speed_cmd(
                          compare=compare, threshold=threshold, history=history, record=record,
                          fit_images=fit_images, workers=workers, threads=threads, page=page, results=results,
                          quiet=quiet, command=["featbench", *sys.argv[1:]], echo=typer.echo)
+    raise typer.Exit(code)
+
+
+@results_app.command("add")
+@user_errors
+def results_add(run_dirs: List[Path] = typer.Argument(..., help="Run folders whose records join the corpus."),
+                corpus: Path = typer.Option(Path("results"), help="Corpus folder (results/<suite>.jsonl)."),
+                results_md: Path = typer.Option(Path("RESULTS.md"), help="The page regenerated from the corpus."),
+                allow_partial: bool = typer.Option(False, help="Accept runs that did not complete.")) -> None:
+    """Append the runs' records to the corpus (additive only) and regenerate RESULTS.md."""
+    from featbench.reports.corpus import cli_add
+
+    typer.echo(cli_add(run_dirs, corpus, results_md, allow_partial))
+
+
+@results_app.command("render")
+@user_errors
+def results_render(corpus: Path = typer.Option(Path("results"), help="Corpus folder."),
+                   out: Path = typer.Option(Path("RESULTS.md"), help="Where to write the page."),
+                   check: bool = typer.Option(False, help="Exit 1 if OUT differs from a fresh rendering.")) -> None:
+    """Regenerate RESULTS.md from the corpus (or check that it is in step)."""
+    from featbench.reports.corpus import cli_render
+
+    code, msg = cli_render(corpus, out, check)
+    typer.echo(msg, err=bool(code))
     raise typer.Exit(code)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,6 +33,9 @@ RESULT_COLUMNS = [
     "protocol", "method", "trial", "seed", "extractor", "extractor_family", "layer", "extractor_config",
     "weights", "classifier", "C", "cv_score", "top1", "mean_class_acc", "n_train", "n_test", "dim",
     "extract_s", "img_per_s", "fit_s", "device",
+    # added after schema v1 (additive): where img_per_s comes from: 'measured' in this run, or
+    # 'cache' (recorded when the cached features were computed)
+    "img_per_s_source",
 ]
 
 
@@ -57,10 +61,19 @@ class ExtractionStats:
     n_images: int = 0
     n_computed: int = 0
     seconds: float = 0.0
+    cached_img_per_s: float | None = None  # speed recorded when cached features were computed
 
     @property
     def img_per_s(self) -> float:
-        return self.n_computed / self.seconds if self.seconds > 0 and self.n_computed else float("nan")
+        if self.seconds > 0 and self.n_computed:
+            return self.n_computed / self.seconds
+        return self.cached_img_per_s if self.cached_img_per_s is not None else float("nan")
+
+    @property
+    def img_per_s_source(self) -> str:
+        if self.seconds > 0 and self.n_computed:
+            return "measured"
+        return "cache" if self.cached_img_per_s is not None else ""
 
 
 def default_data_roots() -> list[str]:
@@ -92,6 +105,7 @@ class Runner:
         self.run_id = f"{self.meta['started']}-{os.getpid()}"
         self.extractor_info: dict[str, Any] = {}
         self.task_info: dict[str, Any] = {}
+        self.sample_written = False
 
     # -- setup: every input problem is reported before any work starts ---------------------
     def resolve(self) -> tuple[list[tuple[Task, list[str]]], list[Extractor]]:
@@ -133,7 +147,9 @@ class Runner:
                     feats[o][uid] = v
             else:
                 missing.append(rec)
-        stats = ExtractionStats(n_images=len(unique), n_computed=0)
+        speed_ns = namespaces[outputs[0]]
+        stats = ExtractionStats(n_images=len(unique), n_computed=0,
+                                cached_img_per_s=self.cache.recorded_speed(speed_ns))
         if not missing:
             return feats, stats
         with _progress(len(missing), desc, self.opt.quiet) as bar:
@@ -152,7 +168,12 @@ class Runner:
                 if errors and self.opt.strict:  # the good images of this batch are cached first
                     raise FeatbenchError(f"bad image (--strict): {next(iter(errors.values()))}")
                 start = time.perf_counter()
+        self.cache.record_speed(speed_ns, stats.n_computed, stats.seconds, self._device(extractor))
         return feats, stats
+
+    @staticmethod
+    def _device(ex: Extractor) -> str:
+        return str(getattr(ex, "device", "cpu")) if ex.uses_torch else "cpu"
 
     # -- evaluation --------------------------------------------------------------------------
     def _usable(self, records: Sequence[ImageRecord]) -> list[ImageRecord]:
@@ -169,6 +190,7 @@ class Runner:
                             for s in splits],
             "notes": sorted({n for s in splits for n in s.notes}),
         }
+        sample: list[tuple[str, str, str, dict[str, np.ndarray]]] = []
         for ex in extractors:
             shared_feats, shared_stats = (None, None)
             if not ex.learns:
@@ -185,7 +207,24 @@ class Runner:
                     stats.seconds += fit_s
                 else:
                     feats, stats = shared_feats, shared_stats
+                if t == 0:
+                    sample += [(ex.spec, o, ex.family, by_uid) for o, by_uid in feats.items()]
                 self._evaluate(task, t, seed + t, split, ex, feats, stats, methods)
+        if not self.sample_written and task.source is None and sample:
+            self._write_features_sample(task, splits[0], sample)
+
+    def _write_features_sample(self, task: Task, split, sample) -> None:
+        """Test features of trial 0 of the first non-domain task, for the report's t-SNE figure."""
+        from featbench.reports.embedding import write_features_sample
+
+        test = [r for r in split.test if all(r.uid in by_uid for *_, by_uid in sample)]
+        if not test:
+            return
+        index = {c: i for i, c in enumerate(task.dataset.classes)}
+        features = [(spec, o, fam, np.stack([by_uid[r.uid] for r in test])) for spec, o, fam, by_uid in sample]
+        write_features_sample(self.out, task.name, task.dataset.classes, [index[r.label] for r in test], features,
+                              split="test", trial=0, uids=[r.uid for r in test])
+        self.sample_written = True
 
     def _evaluate(self, task, trial, seed, split, ex, feats, stats, methods) -> None:
         classes = task.dataset.classes
@@ -223,7 +262,7 @@ class Runner:
                         "mean_class_acc": ev.mean_class_acc, "n_train": int(len(X_train)), "n_test": int(len(X_test)),
                         "dim": int(X_train.shape[1]), "extract_s": round(stats.seconds, 4),
                         "img_per_s": stats.img_per_s, "fit_s": round(ev.fit_s, 4),
-                        "device": str(getattr(ex, "device", "cpu")) if ex.uses_torch else "cpu",
+                        "device": self._device(ex), "img_per_s_source": stats.img_per_s_source,
                     }
                     self._append_row(row, task, split, ev.y_pred, yt_test, classes)
                     bar.update()
@@ -256,6 +295,7 @@ class Runner:
         self.out.mkdir(parents=True, exist_ok=True)
         for name in ("results.jsonl", "predictions.jsonl"):
             (self.out / name).unlink(missing_ok=True)
+        shutil.rmtree(self.out / "features-sample", ignore_errors=True)
         self.write_run_json("running")
         for task, methods in tasks:
             t0 = time.perf_counter()

@@ -44,6 +44,8 @@ def test_results_table_and_run_json(tmp_path, data_root):
         assert key in meta
     assert meta["status"] == "complete"
     assert (tmp_path / "out" / "results.parquet").exists()
+    sample = json.loads((tmp_path / "out" / "features-sample" / "sample.json").read_text())
+    assert sample["task"] == "textures" and len(sample["labels"]) == 18
 
 
 def test_second_run_reads_the_cache_and_gives_identical_numbers(tmp_path, data_root):
@@ -51,6 +53,8 @@ def test_second_run_reads_the_cache_and_gives_identical_numbers(tmp_path, data_r
     _, first = _run(tmp_path, data_root, "a", cache)
     runner, second = _run(tmp_path, data_root, "b", cache)
     assert runner.cache.misses == 0 and runner.cache.hits == 36
+    assert (first.img_per_s_source == "measured").all() and (second.img_per_s_source == "cache").all()
+    assert second.img_per_s.iloc[0] == pytest.approx(first.img_per_s.iloc[0])  # the speed recorded on computing
     cols = ["top1", "mean_class_acc", "C", "cv_score"]
     pd.testing.assert_frame_equal(first[cols], second[cols])
 

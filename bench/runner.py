@@ -114,13 +114,14 @@ class Runner:
                 raise FeatbenchError(f"unknown classifier '{clf}'; known: {', '.join(CLASSIFIERS)}")
         tasks = []
         for spec in self.suite.tasks:
-            for m in spec.methods:
-                if m not in adaptation.METHODS:
-                    raise FeatbenchError(f"task '{spec.name}': unknown method '{m}'; "
-                                         f"known: {', '.join(sorted(adaptation.METHODS))}")
             task = resolve_task(spec.name, self.opt.data_roots, protocol=spec.protocol,
                                 protocol_options=spec.protocol_options, trials=spec.trials or self.suite.trials,
                                 family=spec.family, verify=self.opt.verify)
+            for m in spec.methods:
+                try:
+                    adaptation.check(m, has_target_labels=task.protocol.gives_target_labels)
+                except FeatbenchError as exc:
+                    raise FeatbenchError(f"task '{spec.name}': {exc}") from None
             tasks.append((task, spec.methods))
         extractors = [create(s) for s in self.suite.extractors]
         for ex in extractors:
@@ -189,6 +190,7 @@ class Runner:
             "split_sizes": [{"train": len(s.train), "test": len(s.test), "target_train": len(s.target_train)}
                             for s in splits],
             "notes": sorted({n for s in splits for n in s.notes}),
+            "split_checks": [s.stats for s in splits],
         }
         sample: list[tuple[str, str, str, dict[str, np.ndarray]]] = []
         for ex in extractors:

@@ -6,5 +6,6 @@ lists them. Other packages add extractors through the ``featbench.extractors`` e
 from .base import Extractor, ExtractorConfig, available, create, parse_spec, register
 from . import hog  # noqa: F401  (registration)
 from . import cnn  # noqa: F401
+from . import classical  # noqa: F401
 
 __all__ = ["Extractor", "ExtractorConfig", "available", "create", "parse_spec", "register"]

@@ -287,10 +287,9 @@ def _fmt_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _markdown(df: pd.DataFrame) -> str:
-    try:
-        return df.to_markdown(index=False)
-    except ImportError:  # no tabulate
-        return "```\n" + df.to_string(index=False) + "\n```"
+    from .tables import md_table
+
+    return md_table([str(c) for c in df.columns], [[str(v) for v in row] for row in df.itertuples(index=False)])
 
 
 # ----------------------------------------------------------------------------- the section

@@ -61,3 +61,35 @@ def test_unknown_classifier():
     X, y = _blobs()
     with pytest.raises(FeatbenchError, match="unknown classifier 'knn'"):
         fit_evaluate(X, y, X, y, kind="knn")
+
+
+@pytest.mark.parametrize("kind", ["logreg", "svm"])
+def test_row_span_projection_changes_nothing_when_d_exceeds_n(kind):
+    """Representer theorem: an L2 linear model fitted on the span of the training rows makes the
+    same decisions as one fitted in the full space."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from featbench.classifier import RowSpan, make_classifier, make_pipeline_for
+
+    X, y = _blobs(n_per_class=15, d=400, sep=0.15, seed=1)  # 45 rows, 400 dims
+    Xt, _ = _blobs(n_per_class=15, d=400, sep=0.15, seed=2)
+    projected = make_pipeline_for(kind, C=0.01, seed=0).fit(X, y)
+    assert projected[1].components_.shape == (400, 44)  # 45 centred rows span 44 dimensions
+    full = make_pipeline(StandardScaler(), make_classifier(kind, C=0.01, seed=0))
+    if kind == "logreg":
+        full[-1].set_params(tol=1e-8, max_iter=5000)
+        projected[-1].set_params(tol=1e-8, max_iter=5000)
+        projected.fit(X, y)
+    full.fit(X, y)
+    np.testing.assert_allclose(projected.decision_function(Xt), full.decision_function(Xt), rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(projected.predict(Xt), full.predict(Xt))
+
+
+def test_row_span_passes_through_when_n_exceeds_d():
+    from featbench.classifier import RowSpan
+
+    X, _ = _blobs(n_per_class=30, d=20)
+    span = RowSpan().fit(X)
+    assert span.components_ is None
+    np.testing.assert_array_equal(span.transform(X), X)

@@ -57,6 +57,7 @@ SIFT_SPARSE = {"max_side": 300, "root": True}
 #: Dense SURF sizes 6..15 give 16..40 px windows (20 * 1.2 * size / 9), PHOW's patch range.
 SURF_DENSE = {"max_side": 300, "root": False, "extended": False, "step": 4, "sizes": [6, 9, 12, 15]}
 SURF_SPARSE = {"max_side": 300, "root": False, "extended": False, "hessian": 400.0}
+#: ORB's own default keeps 500 keypoints; a bag of words wants more descriptors per image.
 ORB = {"max_side": 300, "n_features": 1500}
 
 _STAGE_FIELDS = ("max_side", "root", "step", "sizes", "hessian", "extended", "n_features")

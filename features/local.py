@@ -7,10 +7,11 @@ Resize policy (``max_side``)
 ----------------------------
 Before anything else the RGB image is converted to grey (ITU-R 601 luma) and shrunk with
 area interpolation so that its longer side is at most ``max_side`` pixels; smaller images
-are never enlarged. The default, 300 px, is the working resolution of the Chatfield et al.
-(2011) encoding study, keeps 15-Scene images (about 256 px) at their native size, brings
-the larger Office and Caltech photos to a common scale, and bounds the number of dense
-descriptors (and hence the time) per image. ``max_side=none`` keeps the original size.
+are never enlarged. The default, 300 px, keeps 15-Scene images (about 256 px) at their
+native size, brings the larger Office and Caltech photos to a common scale (the scale of
+the 300 px Amazon product shots), and bounds the number of dense descriptors -- hence the
+time -- per image (about 12k-18k at the default dense-SIFT grid). ``max_side=none`` keeps
+the original size.
 
 Methods
 -------
@@ -23,8 +24,9 @@ Methods
   linear interpolation, each orientation map is convolved with a separable triangular
   kernel (bilinear spatial binning), and the 4x4x8 values are read off at the bin centres.
   Computing the same descriptors with ``cv2.SIFT.compute`` on a keypoint grid is about
-  15x slower (0.17 s versus 0.01 s per 300 px image at step 4, four scales), and it
-  would tie the smoothing to SIFT's pyramid rather than to the bin size.
+  8x slower (0.30 s versus 0.036 s of one core for the 18.5k descriptors of a 300x300
+  image at step 4, four scales), and it ties the smoothing to SIFT's pyramid rather than
+  to the bin size. Both agree in layout and orientation convention (see the tests).
   Descriptors are L2-normalised, clipped at 0.2 and renormalised (Lowe); windows with
   almost no gradient energy (PHOW's contrast threshold) become zero vectors.
 * ``surf`` / ``surf-dense``: Fast-Hessian keypoints or a dense grid, described by

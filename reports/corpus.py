@@ -183,8 +183,7 @@ def render_results_md(corpus: Path) -> str:
                            "—" if r["run_value"] is None else pm(r["run_value"], r["run_std"], r["run_trials"]),
                            f"{a.value:.1f}", a.what, METRIC_SHORT[a.metric],
                            f"[{refs.index(a.reference) + 1}]",
-                           a.differences + (f" Note: {r['note']}." if r["note"] else "") +
-                           ("" if a.checked == anchors_mod.UNCHECKED else f" [{a.checked}]")])
+                           a.differences + (f" Note: {r['note']}." if r["note"] else "") + f" [{a.checked}]"])
             out += [md_table(ah, ar, ["l"] * 8), ""]
         groups = comparable_groups(df)
         apart = groups[~groups["primary"]]

@@ -330,8 +330,7 @@ def anchors_section(ctx: ReportContext) -> Section:
         a = r["anchor"]
         run_val = "—" if r["run_value"] is None else pm(r["run_value"], r["run_std"], r["run_trials"])
         pub = f"{a.value:.1f}" + (f" ± {a.std:.1f}" if a.std is not None else "")
-        diff = a.differences + (f" Note: {r['note']}." if r["note"] else "") + \
-            ("" if a.checked == anchors_mod.UNCHECKED else f" [{a.checked}]")
+        diff = a.differences + (f" Note: {r['note']}." if r["note"] else "") + f" [{a.checked}]"
         cite = f"[{refs.index(a.reference) + 1}] {anchors_mod.SHORT_CITES[a.reference]}"
         cells = [r["task"], r["run_label"] or "—", run_val, pub, f"{a.what}; {a.protocol}", METRIC_SHORT[a.metric],
                  cite, diff]
@@ -339,7 +338,8 @@ def anchors_section(ctx: ReportContext) -> Section:
         tm.append(cells)
     intro = ("Published numbers beside this report's best row of the same kind (CNN or classical) on the task "
              "whose name matches. The datasets and protocols differ (see the last column): read them as a sanity "
-             "check of the ordering, not as a reproduction. Values " + anchors_mod.UNCHECKED + ".")
+             "check of the ordering, not as a reproduction. How each published value was checked is in brackets; "
+             "re-read the original table before citing it.")
     ref_list = [f"[{i + 1}] {anchors_mod.REFERENCES[refs[i]]}" for i in range(len(refs))]
     if not rows:
         html = "<p class='absent'>No task in this report matches a published anchor (anchors exist for " + \

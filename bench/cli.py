@@ -66,7 +66,7 @@ def run(
     strict: bool = typer.Option(False, help="Stop at the first unreadable image instead of skipping it."),
     quiet: bool = typer.Option(False, help="No progress bars or per-result lines."),
     cache_dir: Optional[str] = typer.Option(None, help="Feature cache folder (default $FEATBENCH_CACHE or ~/.cache/featbench)."),
-    no_cache: bool = typer.Option(False, help="Neither read nor write the feature cache."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache."),
     batch_size: int = typer.Option(32, min=1, help="Images per extraction batch."),
     workers: Optional[int] = typer.Option(None, min=0, help="DataLoader workers for CNN decoding (default: CPU count)."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch intra-op threads."),

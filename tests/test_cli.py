@@ -86,3 +86,17 @@ def test_no_cache_flag_leaves_the_cache_untouched(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert any(cache.rglob("*.npy"))
+
+
+def test_missing_weights_fail_before_any_work(tmp_path, monkeypatch):
+    from featbench.features import cnn_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(cnn_weights, "reachable", lambda url, timeout=3.0: False)
+    make_texture_folder(tmp_path / "textures", per_class=2)
+    out = tmp_path / "out"
+    line = _fails_cleanly(["run", "--data-root", str(tmp_path), "--tasks", "textures", "--extractors",
+                           "hog,cnn:resnet50", "--out", str(out), "--cache-dir", str(tmp_path / "cache")],
+                          "no ImageNet weights for 'resnet50'")
+    assert "weights=random" in line
+    assert not (out / "results.jsonl").exists() and not (tmp_path / "cache").exists()

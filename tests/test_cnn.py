@@ -293,6 +293,7 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.delenv("FEATBENCH_WEIGHTS", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cnn_weights, "reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(cnn_weights, "CHECKOUT_SHARED_WEIGHTS", tmp_path / "checkout-shared" / "weights")
     return tmp_path
 
 

@@ -24,6 +24,7 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.delenv("FEATBENCH_WEIGHTS", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(W, "reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(W, "CHECKOUT_SHARED_WEIGHTS", tmp_path / "checkout-shared" / "weights")
     return tmp_path
 
 
@@ -62,6 +63,13 @@ def test_shared_folder_relative_to_the_working_directory(offline, monkeypatch):
     (offline / "repo").mkdir()
     monkeypatch.chdir(offline / "repo")
     assert W.resolve_weights("squeezenet1_0", "torchvision", None).path == str(good)
+
+
+def test_shared_folder_beside_the_checkout_from_any_working_directory(offline, monkeypatch):
+    good = _write(W.CHECKOUT_SHARED_WEIGHTS / "squeezenet1_0-imagenet.pth")
+    monkeypatch.chdir(offline)  # no ../shared here
+    assert W.resolve_weights("squeezenet1_0", "torchvision", None).path == str(good)
+    assert W.weight_dirs() == [W.CHECKOUT_SHARED_WEIGHTS]
 
 
 def test_order_explicit_file_then_package_then_local(offline, monkeypatch):

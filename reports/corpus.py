@@ -14,6 +14,10 @@ Rules:
 * **Append-only.** Publishing a run appends its records; a record already present (same run,
   task, trial, extractor, config, layer, method, classifier) is not added twice. Nothing is
   rewritten, so a published number keeps pointing at the run (``run_id``) that produced it.
+* **Later runs supersede, in the rendering only.** When a later published run repeats a record
+  (same task, protocol, dataset identity, extractor config, weights, layer, method, classifier and
+  trial), RESULTS.md shows the later record and counts the earlier ones as superseded; they stay in
+  the corpus. So a number on the page is always one run's number, never an average across commits.
 * **RESULTS.md is generated** by :func:`render_results_md` (deterministic: same corpus, same
   bytes) and a test fails when the committed file differs from a fresh rendering.
 
@@ -33,8 +37,8 @@ from featbench.errors import FeatbenchError
 
 from . import anchors as anchors_mod
 from .data import SCHEMA_V1_COLUMNS, load_run, normalise
-from .tables import (METRIC_SHORT, aggregate, comparable_groups, families_in_order, md_table, per_task_matrix, pct,
-                     pm)
+from .tables import (GROUP_KEYS, METRIC_SHORT, VARIANT_KEYS, aggregate, comparable_groups, families_in_order,
+                     md_table, per_task_matrix, pct, pm)
 
 RUNS_FILE = "runs.jsonl"
 RECORD_KEY = ["run_id", "task", "trial", "extractor", "extractor_config", "layer", "method", "classifier"]
@@ -134,6 +138,15 @@ def _num(x: Any) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
 
 
+def latest_records(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The records not superseded by a later run's record of the same trial, and how many were."""
+    key = [*GROUP_KEYS, *VARIANT_KEYS, "trial"]
+    ordered = df.sort_values(["_run", "_order"], kind="stable")
+    latest_run = ordered.groupby(key, dropna=False)["_run"].transform("max")
+    kept = ordered[ordered["_run"] == latest_run].sort_values("_order", kind="stable")
+    return kept, len(df) - len(kept)
+
+
 def render_results_md(corpus: Path) -> str:
     """RESULTS.md from the corpus: per suite, the per-task table, anchors, kept-apart groups, runs."""
     suites, runs = load_corpus(corpus)
@@ -146,16 +159,19 @@ def render_results_md(corpus: Path) -> str:
            "Italic rows: published numbers for the corresponding full datasets, with different protocols.", ""]
     if not suites:
         out += ["_The corpus is empty._", ""]
-    for name, df in suites.items():
+    for name, all_df in suites.items():
+        df, superseded = latest_records(all_df)
         agg = aggregate(df)
         labels, tasks, cells = per_task_matrix(agg)
         fam = {t: next(cells[(l, t)]["family"] for l in labels if (l, t) in cells) for t in tasks}
         metric = {t: next(cells[(l, t)]["metric"] for l in labels if (l, t) in cells) for t in tasks}
         ordered = [t for f in families_in_order(fam.values()) for t in tasks if fam[t] == f]
         suite_runs = sorted(set(df["run_id"]))
+        note = (f" {superseded} earlier record(s) repeated by later runs are superseded (kept in the corpus)."
+                if superseded else "")
         out += [f"## Suite `{name}`", "",
                 f"{len(df)} records from {len(suite_runs)} run(s); {len(ordered)} task(s); "
-                f"{len(labels)} extractor variant(s).", ""]
+                f"{len(labels)} extractor variant(s).{note}", ""]
         header = ["extractor"] + [f"{t}{'†' if metric[t] == 'mean_class_acc' else ''} ({fam[t]})" for t in ordered]
         rows = []
         for l in labels:

@@ -381,3 +381,17 @@ def test_chromium_screenshot(single, tmp_path):
     assert arr.std() > 10  # not a blank page: text, tables and figures rendered
     phone = screenshot(single, tmp_path / "phone.png", width=390, height=1600)
     assert Image.open(phone).size == (390, 1600)
+
+
+def test_corpus_rendering_shows_a_later_run_instead_of_averaging_repeats():
+    base = {"task": "t", "protocol": "p", "dataset_id": "d", "extractor": "hog", "extractor_config": "c",
+            "weights": "", "layer": "", "method": "none", "classifier": "logreg"}
+    df = pd.DataFrame([
+        {**base, "trial": 0, "top1": 0.50, "_run": 0, "_order": 0},  # superseded by run 1
+        {**base, "trial": 1, "top1": 0.55, "_run": 0, "_order": 1},  # only run 0 has trial 1
+        {**base, "trial": 0, "top1": 0.60, "_run": 1, "_order": 2},
+        {**base, "extractor_config": "other", "trial": 0, "top1": 0.40, "_run": 0, "_order": 3},
+    ])
+    kept, superseded = corpus_mod.latest_records(df)
+    assert superseded == 1
+    assert sorted(kept["top1"]) == [0.40, 0.55, 0.60]

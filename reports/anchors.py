@@ -83,9 +83,10 @@ ANCHORS: list[Anchor] = [
         task_pattern=r"^caltech[-_]?101", dataset="Caltech-101", family="object", kind="cnn",
         what="DeCAF6 + SVM (with dropout)", value=86.91, std=0.7, metric="mean_class_acc", reference="donahue2014",
         protocol="Caltech-101, 30 training images per class, 5 random splits",
-        differences="Published: all 101 classes, 30 train/class, the AlexNet-style DeCAF network with dropout on "
-                    "the feature. featbench's caltech101_mini is a 10-class subset with 15 train / 10 test per class "
-                    "and another network: compare orderings, not numbers.",
+        differences="Published: the AlexNet-style DeCAF network with dropout on the feature and an SVM. featbench's "
+                    "caltech101 task (protocol caltech101-30) has the same classes and split sizes, other networks and "
+                    "logistic regression by default (the decaf suite runs 3 of the 5 trials); caltech101_mini is a "
+                    "10-class subset with 15 train / 10 test per class: compare orderings, not numbers.",
         checked=_DECAF_COPIES + " (Figure 4 table: SVM + dropout, DeCAF6 86.91 ± 0.7, DeCAF7 85.51 ± 0.9)"),
     Anchor(
         task_pattern=r"^office.*:amazon->webcam$", dataset="Office-31 amazon→webcam", family="domain", kind="cnn",
@@ -122,8 +123,9 @@ ANCHORS: list[Anchor] = [
         task_pattern=r"^cub", dataset="CUB-200-2011", family="fine-grained", kind="cnn",
         what="DeCAF6, linear classifier", value=58.75, metric="top1", reference="donahue2014",
         protocol="CUB-200-2011, 200 species, standard train/test split, images cropped to the bounding box",
-        differences="Published on all 200 species; featbench's cub200_mini is a 10-species subset (15 train / 10 "
-                    "test per class, 227x227 images) of a 100-species copy. DeCAF's 58.75 uses logistic regression on "
+        differences="Published on all 200 species; featbench's cub200_subset100 is a 100-species copy (its given "
+                    "split, no box crops) and cub200_mini a 10-species subset of it (15 train / 10 test per class): "
+                    "fewer species make both easier. DeCAF's 58.75 uses logistic regression on "
                     "images cropped to 1.5x the box; with part-based DPD it reaches 64.96.",
         checked=_DECAF_COPIES),
     Anchor(
@@ -140,7 +142,8 @@ ANCHORS: list[Anchor] = [
         protocol="15-Scene, 100 train per class, rest test, 10 random splits",
         differences="Published with a histogram-intersection kernel SVM on dense SIFT (16x16 patches, 8 px grid); "
                     "featbench uses a linear classifier (sift-dense-bow-spm approximates the kernel with a chi2 map). "
-                    "scene15_mini has 10 train / 10 test per class.",
+                    "featbench's scene15 task (protocol scene15-100) has the published split sizes (the decaf suite "
+                    "runs 3 trials); scene15_mini has 10 train / 10 test per class.",
         checked="NOT VERIFIED: no copy of Table 2 of the paper could be reached from this machine"),
     Anchor(
         task_pattern=r"^(mit[-_]?67|indoor[-_]?67)", dataset="MIT Indoor-67", family="scene", kind="cnn",

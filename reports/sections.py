@@ -531,13 +531,18 @@ def speed_detail(ctx: ReportContext) -> Section | None:
 # ---------------------------------------------------------------------------------------------------------
 
 def domain_matrices(agg: pd.DataFrame) -> dict[str, tuple[list[str], list[str], dict[str, np.ndarray], dict[str, float]]]:
-    """Per dataset: (sources, targets, {variant label: source × target matrix}, {label: mean over its shifts})."""
+    """Per dataset and protocol: (sources, targets, {variant label: source × target matrix}, {label: mean
+    over its shifts}). The key is the dataset name, followed by the protocol when a dataset was run under
+    several (e.g. source-only and source+target shifts are separate matrices)."""
     prim = agg[agg["primary"] & agg["task"].map(is_domain_task)]
     out = {}
     parsed = prim["task"].map(parse_domain_task)
     prim = prim.assign(_ds=parsed.map(lambda p: p[0]), _ds_src=parsed.map(lambda p: p[1]),
                        _ds_tgt=parsed.map(lambda p: p[2]))
-    for ds, g in prim.groupby("_ds", sort=False):
+    protocols = prim.groupby("_ds")["protocol"].nunique()
+    prim = prim.assign(_key=[ds if protocols[ds] == 1 else f"{ds} — {proto}"
+                             for ds, proto in zip(prim["_ds"], prim["protocol"])])
+    for ds, g in prim.groupby("_key", sort=False):
         sources, targets = sorted(set(g["_ds_src"])), sorted(set(g["_ds_tgt"]))
         si, ti = {d: i for i, d in enumerate(sources)}, {d: i for i, d in enumerate(targets)}
         mats, means = {}, {}

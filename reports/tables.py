@@ -55,7 +55,8 @@ def is_domain_task(task: str) -> bool:
 
 
 def parse_domain_task(task: str) -> tuple[str, str, str] | None:
-    m = re.match(r"^(?P<ds>[^:]+):(?P<src>.+?)->(?P<tgt>.+)$", str(task))
+    """``office:amazon->webcam#st`` -> ``("office", "amazon", "webcam")`` (a ``#LABEL`` only names the task)."""
+    m = re.match(r"^(?P<ds>[^:]+):(?P<src>.+?)->(?P<tgt>[^#]+)(#.*)?$", str(task))
     return (m["ds"], m["src"], m["tgt"]) if m else None
 
 

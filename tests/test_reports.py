@@ -395,3 +395,21 @@ def test_corpus_rendering_shows_a_later_run_instead_of_averaging_repeats():
     kept, superseded = corpus_mod.latest_records(df)
     assert superseded == 1
     assert sorted(kept["top1"]) == [0.40, 0.55, 0.60]
+
+
+def test_domain_matrices_keep_protocols_apart_and_drop_task_labels(tmp_path):
+    from featbench.reports.sections import domain_matrices
+    from featbench.reports.tables import parse_domain_task
+
+    assert parse_domain_task("office_caltech10:amazon->webcam#st") == ("office_caltech10", "amazon", "webcam")
+    assert parse_domain_task("office_caltech10:amazon->webcam") == ("office_caltech10", "amazon", "webcam")
+    tasks = {"office_caltech10:amazon->webcam": ("domain", "source-only-full", "officeee", 1, ["none"], 4),
+             "office_caltech10:amazon->webcam#st": ("domain", "source+target", "officeee", 2, ["none", "coral"], 4)}
+    run = make_run(tmp_path / "run", "r1", tasks=tasks)
+    from featbench.reports.data import load_runs
+    from featbench.reports.tables import aggregate
+
+    mats = domain_matrices(aggregate(load_runs([run]).df))
+    assert set(mats) == {"office_caltech10 — source-only-full", "office_caltech10 — source+target"}
+    for sources, targets, _, _ in mats.values():
+        assert (sources, targets) == (["amazon"], ["webcam"])

@@ -106,6 +106,7 @@ class Runner:
         self.extractor_info: dict[str, Any] = {}
         self.task_info: dict[str, Any] = {}
         self.sample_written = False
+        self.sample_task: str | None = None
 
     # -- setup: every input problem is reported before any work starts ---------------------
     def resolve(self) -> tuple[list[tuple[Task, list[str]]], list[Extractor]]:
@@ -210,14 +211,14 @@ class Runner:
                     stats.seconds += fit_s
                 else:
                     feats, stats = shared_feats, shared_stats
-                if t == 0:
+                if t == 0 and task.name == self.sample_task:
                     sample += [(ex.spec, o, ex.family, by_uid) for o, by_uid in feats.items()]
                 self._evaluate(task, t, seed + t, split, ex, feats, stats, methods)
-        if not self.sample_written and task.source is None and sample:
+        if task.name == self.sample_task and sample:
             self._write_features_sample(task, splits[0], sample)
 
     def _write_features_sample(self, task: Task, split, sample) -> None:
-        """Test features of trial 0 of the first non-domain task, for the report's t-SNE figure."""
+        """Test features of trial 0 of ``sample_task``, for the report's t-SNE figure."""
         from featbench.reports.embedding import write_features_sample
 
         test = [r for r in split.test if all(r.uid in by_uid for *_, by_uid in sample)]
@@ -295,6 +296,7 @@ class Runner:
     def run(self, on_task_done: Callable[[str], None] | None = None) -> Path:
         start = time.perf_counter()
         tasks, extractors = self.resolve()
+        self.sample_task = embedding_task([t for t, _ in tasks])
         self.out.mkdir(parents=True, exist_ok=True)
         for name in ("results.jsonl", "predictions.jsonl"):
             (self.out / name).unlink(missing_ok=True)
@@ -315,6 +317,13 @@ class Runner:
         write_tables(self.out, self.rows)
         self.write_run_json("complete")
         return self.out
+
+
+def embedding_task(tasks: Sequence[Task]) -> str | None:
+    """The task whose test features the report embeds (t-SNE): the non-domain task with the fewest
+    classes (first in suite order on ties), since a 2-D map of 100 classes shows no readable clusters."""
+    plain = [t for t in tasks if t.source is None]
+    return min(plain, key=lambda t: len(t.dataset.classes)).name if plain else None
 
 
 def weights_source(describe: dict[str, Any]) -> str:

@@ -116,3 +116,17 @@ def test_unknown_task_and_extractor_fail_before_any_work(tmp_path, data_root):
     with pytest.raises(FeatbenchError, match="unknown extractor 'zzz'"):
         _run(tmp_path, data_root, "o", tmp_path / "c", suite=_suite(extractors=["zzz"]))
     assert not (tmp_path / "o").exists()
+
+
+def test_features_sample_comes_from_the_task_with_fewest_classes(tmp_path, data_root):
+    import shutil
+
+    two = tmp_path / "data2"
+    shutil.copytree(data_root / "textures", two / "textures2")
+    for split in ("train", "test"):
+        shutil.rmtree(two / "textures2" / split / "gravel")
+    options = RunOptions(out=tmp_path / "out", data_roots=[str(data_root), str(two)],
+                         cache_dir=str(tmp_path / "cache"), quiet=True, batch_size=4)
+    Runner(_suite(tasks=("textures", "textures2")), options, command=["test"]).run()
+    sample = json.loads((tmp_path / "out" / "features-sample" / "sample.json").read_text())
+    assert sample["task"] == "textures2" and len(set(sample["labels"])) == 2

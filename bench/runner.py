@@ -105,7 +105,6 @@ class Runner:
         self.run_id = f"{self.meta['started']}-{os.getpid()}"
         self.extractor_info: dict[str, Any] = {}
         self.task_info: dict[str, Any] = {}
-        self.sample_written = False
         self.sample_task: str | None = None
 
     # -- setup: every input problem is reported before any work starts ---------------------
@@ -228,7 +227,6 @@ class Runner:
         features = [(spec, o, fam, np.stack([by_uid[r.uid] for r in test])) for spec, o, fam, by_uid in sample]
         write_features_sample(self.out, task.name, task.dataset.classes, [index[r.label] for r in test], features,
                               split="test", trial=0, uids=[r.uid for r in test])
-        self.sample_written = True
 
     def _evaluate(self, task, trial, seed, split, ex, feats, stats, methods) -> None:
         classes = task.dataset.classes

@@ -97,8 +97,11 @@ def weight_dirs() -> list[Path]:
     from the working directory, then the one beside the source checkout."""
     dirs = [Path(d).expanduser() for d in os.environ.get("FEATBENCH_WEIGHTS", "").split(os.pathsep) if d]
     dirs += [Path("../shared/weights"), CHECKOUT_SHARED_WEIGHTS]
-    found = [d for d in dirs if d.is_dir()]
-    return [d for i, d in enumerate(found) if d.resolve() not in {e.resolve() for e in found[:i]}]
+    unique: dict[Path, Path] = {}  # resolved -> as given; the same folder reached two ways counts once
+    for d in dirs:
+        if d.is_dir():
+            unique.setdefault(d.resolve(), d)
+    return list(unique.values())
 
 
 def _local_file(model: str) -> Path | None:

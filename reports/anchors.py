@@ -155,6 +155,11 @@ ANCHORS: list[Anchor] = [
 ]
 
 
+def differences_note(anchor: Anchor, note: str = "") -> str:
+    """What differs from featbench's task, the report's own note on the match, and how the value was checked."""
+    return anchor.differences + (f" Note: {note}." if note else "") + f" [{anchor.checked}]"
+
+
 def applicable(tasks: list[str], anchors: list[Anchor] | None = None) -> list[tuple[Anchor, str]]:
     """(anchor, task) pairs whose pattern matches one of ``tasks``."""
     return [(a, t) for a in (ANCHORS if anchors is None else anchors) for t in tasks if a.matches(t)]

@@ -140,10 +140,8 @@ def _num(x: Any) -> str:
 
 def latest_records(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """The records not superseded by a later run's record of the same trial, and how many were."""
-    key = [*GROUP_KEYS, *VARIANT_KEYS, "trial"]
-    ordered = df.sort_values(["_run", "_order"], kind="stable")
-    latest_run = ordered.groupby(key, dropna=False)["_run"].transform("max")
-    kept = ordered[ordered["_run"] == latest_run].sort_values("_order", kind="stable")
+    latest_run = df.groupby([*GROUP_KEYS, *VARIANT_KEYS, "trial"], dropna=False)["_run"].transform("max")
+    kept = df[df["_run"] == latest_run]
     return kept, len(df) - len(kept)
 
 
@@ -199,7 +197,7 @@ def render_results_md(corpus: Path) -> str:
                            "—" if r["run_value"] is None else pm(r["run_value"], r["run_std"], r["run_trials"]),
                            f"{a.value:.1f}", a.what, METRIC_SHORT[a.metric],
                            f"[{refs.index(a.reference) + 1}]",
-                           a.differences + (f" Note: {r['note']}." if r["note"] else "") + f" [{a.checked}]"])
+                           anchors_mod.differences_note(a, r["note"])])
             out += [md_table(ah, ar, ["l"] * 8), ""]
         groups = comparable_groups(df)
         apart = groups[~groups["primary"]]

@@ -330,7 +330,7 @@ def anchors_section(ctx: ReportContext) -> Section:
         a = r["anchor"]
         run_val = "—" if r["run_value"] is None else pm(r["run_value"], r["run_std"], r["run_trials"])
         pub = f"{a.value:.1f}" + (f" ± {a.std:.1f}" if a.std is not None else "")
-        diff = a.differences + (f" Note: {r['note']}." if r["note"] else "") + f" [{a.checked}]"
+        diff = anchors_mod.differences_note(a, r["note"])
         cite = f"[{refs.index(a.reference) + 1}] {anchors_mod.SHORT_CITES[a.reference]}"
         cells = [r["task"], r["run_label"] or "—", run_val, pub, f"{a.what}; {a.protocol}", METRIC_SHORT[a.metric],
                  cite, diff]

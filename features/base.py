@@ -200,6 +200,22 @@ class Extractor:
             outs = {o: np.concatenate([p[o] for p in parts]) for o in parts[0]} if parts else {}
             yield done, outs, errors
 
+    # -- speed hooks (featbench speed times extractors only through these) ------------------
+    def speed_stages(self, device: str) -> "dict[str, Callable[[Any], Any]] | None":
+        """Ordered stage functions for ``featbench speed``'s per-stage timing, or None (timed whole).
+
+        Optionally ``decode`` (``fn(bytes, record) -> RGB array``) first, then any of ``preprocess``,
+        ``transfer``, ``extract``, ``encode``, each mapping the previous stage's batch output to its
+        own (the first gets a list of RGB arrays).
+        """
+        return None
+
+    def speed_synthetic(self, device: str, batch_size: int, images: Sequence[np.ndarray]
+                        ) -> Callable[[], Any] | None:
+        """A no-argument callable running the model alone on a ready on-device batch made from
+        ``images`` (``--synthetic``), or None for an extractor without a model."""
+        return None
+
     def transform_one(self, image: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} implements neither transform_outputs nor transform_one")
 

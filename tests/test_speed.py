@@ -63,7 +63,7 @@ def test_speed_writes_csv_and_json_with_columns(hog_run):
 def test_stage_columns_are_filled_by_the_stage_pass(hog_run):
     out, _, _ = hog_run
     st = _rows(out).query("mode == 'stage'")
-    assert len(st) == 2 and (st["stage_source"] == "adapter").all()
+    assert len(st) == 2 and (st["stage_source"] == "hook").all()
     for col in ("read_ms", "decode_ms", "preprocess_ms", "extract_ms", "transfer_ms"):
         assert st[col].notna().all(), col
     assert (st["transfer_ms"] == 0).all()  # CPU: nothing crosses a bus
@@ -234,7 +234,7 @@ def test_learned_extractor_is_fitted_outside_the_timing(tmp_path):
     assert df["error"].isna().all(), df["error"].tolist()
     assert (df["fit_s"] > 0).all() and (df["fit_images"] == 3).all()
     st = df.query("mode == 'stage'").iloc[0]
-    assert st["stage_source"] == "adapter" and st["encode_ms"] > 0 and st["extract_ms"] > 0
+    assert st["stage_source"] == "hook" and st["encode_ms"] > 0 and st["extract_ms"] > 0
 
 
 def test_a_broken_extractor_is_reported_not_fatal(tmp_path):

@@ -61,6 +61,8 @@ import numpy as np
 from featbench.datasets.images import resize_max_side, to_gray
 from featbench.errors import FeatbenchError
 
+from .base import as_image
+
 METHODS = ("sift", "sift-dense", "surf", "surf-dense", "orb")
 
 #: PHOW (``vl_phow``) defaults: Gaussian pre-smoothing sigma = bin size / MAGNIF and the
@@ -336,9 +338,7 @@ def image_key(item: Any) -> str:
     return "px:" + digest.hexdigest()[:32]
 
 
-def load_pixels(item: Any) -> np.ndarray:
-    """The RGB ``uint8`` pixels of an item: an array as is, else ``item.load()``."""
-    return item if isinstance(item, np.ndarray) else item.load()
+load_pixels = as_image  # one helper for "an array, or a record with load()"
 
 
 class DescriptorMemo:

@@ -84,6 +84,7 @@ from featbench.datasets.folder import ImageRecord
 from featbench.errors import FeatbenchError
 from featbench.features.base import available, create, example_specs, split_specs
 from featbench.provenance import snapshot
+from featbench.records import json_default
 from featbench.reports.speed_page import write_speed_page
 from featbench.speed_images import speed_images  # noqa: F401  (public here)
 from featbench.speed_measure import (STAGE_COLUMNS, STAGES, is_cuda, measure_e2e, measure_stages,  # noqa: F401
@@ -276,7 +277,7 @@ def write_outputs(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any],
                        if r["mode"] == "e2e" and not r["error"] and r["img_per_s"] is not None]}
     if comparison is not None:
         doc["comparison"] = comparison
-    json_path.write_text(json.dumps(doc, indent=1, default=str))
+    json_path.write_text(json.dumps(doc, indent=1, default=json_default))
     return csv_path, json_path
 
 

@@ -319,12 +319,18 @@ def test_default_protocols_by_name():
     assert default_protocol(dataset(OFFICE, "office_caltech10"), "amazon")[0] == "source-only-full"
 
 
+def _distinct_pixels(name: str) -> np.ndarray:
+    """A 4x4 RGB image unique to ``name`` (files must not be exact duplicates by accident: the split
+    checks drop duplicated test images)."""
+    return np.frombuffer(hashlib.sha256(name.encode()).digest() * 2, np.uint8)[:48].reshape(4, 4, 3).copy()
+
+
 def _tree(root: Path, counts: dict[str, dict[str, int]]) -> None:
     for g, per in counts.items():
         for c, n in per.items():
             (root / g / c).mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                Image.fromarray(np.full((4, 4, 3), (hash((g, c)) + i) % 256, np.uint8)).save(root / g / c / f"{i}.png")
+                Image.fromarray(_distinct_pixels(f'{g}/{c}/{i}')).save(root / g / c / f"{i}.png")
 
 
 def test_resolve_task_on_a_domain_tree(tmp_path):

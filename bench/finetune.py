@@ -40,8 +40,15 @@ from torchvision.transforms import v2
 
 from featbench.classifier import Evaluation
 from featbench.errors import FeatbenchError
+from featbench.registry import Registry
 
-FINETUNE_KINDS = ("finetune-head", "finetune-all")
+#: name -> what it trains (the ``kind`` argument of :func:`finetune_evaluate`); selected with
+#: ``--classifiers`` like a classifier, listed by ``featbench list finetuning``
+FINETUNING: Registry[str] = Registry("fine-tuning evaluation")
+FINETUNING.register("finetune-head", "head", summary="fine-tune a new linear head plus the network's last stage")
+FINETUNING.register("finetune-all", "all",
+                    summary="fine-tune every layer (pretrained layers at a tenth of the head's learning rate)")
+FINETUNE_KINDS = tuple(FINETUNING.names())
 
 #: The documented recipe; every field lands in the result record (``recipe`` column, JSON).
 RECIPE: dict[str, Any] = {
@@ -244,8 +251,7 @@ def finetune_evaluate(cnn, kind: str, train_items: Sequence[Any], y_train: Seque
                       test_items: Sequence[Any], y_test: Sequence[int], n_classes: int, seed: int = 0,
                       recipe: dict[str, Any] | None = None) -> FinetuneResult:
     """Fine-tune ``cnn`` (a built ``cnn:`` extractor) on the training items, score the test items."""
-    if kind not in FINETUNE_KINDS:
-        raise FeatbenchError(f"unknown fine-tuning kind '{kind}'; known: {', '.join(FINETUNE_KINDS)}")
+    FINETUNING.get(kind)  # an unknown kind is a FeatbenchError naming the known ones
     if getattr(cnn, "family", "") != "cnn":
         raise FeatbenchError(f"{kind}: only cnn: extractors can be fine-tuned, not '{cnn.spec}'")
     recipe = {**RECIPE, **(recipe or {})}

@@ -16,8 +16,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from featbench.datasets.learning_curve import curve_size_of
-
 from .sections import ReportContext, Section, register_section
 from .tables import METRIC_NAMES, esc, html_table, md_table
 
@@ -25,8 +23,13 @@ FINETUNE = ("finetune-head", "finetune-all")
 WAYS = ("classical + linear", "CNN features + linear", "finetune-head", "finetune-all")
 
 
-def _base_task(task: str) -> str:
-    return str(task).partition("#")[0] if curve_size_of(str(task)) is not None else str(task)
+def curve_sizes(df: pd.DataFrame) -> dict[str, int]:
+    """task -> training images per class, for the records that are learning-curve points."""
+    if "train_per_class" not in df.columns:
+        return {}
+    sizes = pd.to_numeric(df["train_per_class"], errors="coerce")
+    points = df.assign(_n=sizes).dropna(subset=["_n"])
+    return {str(t): int(n) for t, n in points.groupby("task")["_n"].first().items()}
 
 
 def _way(row) -> str:
@@ -40,14 +43,14 @@ def _series_label(row) -> str:
     return f"{row['extractor']}{layer} {row['classifier']}"
 
 
-def curve_table(agg: pd.DataFrame) -> pd.DataFrame:
-    """Learning-curve points: base task, n, series label, mean, std, trials, metric."""
+def curve_table(agg: pd.DataFrame, sizes: dict[str, int]) -> pd.DataFrame:
+    """Learning-curve points: base task (the name before ``#n=``), n, series label, mean, std, trials, metric."""
     rows = []
     for _, r in agg[agg["method"] == "none"].iterrows():
-        n = curve_size_of(str(r["task"]))
+        n = sizes.get(str(r["task"]))
         if n is None:
             continue
-        rows.append({"task": _base_task(r["task"]), "n": n, "series": _series_label(r), "mean": r["acc_mean"],
+        rows.append({"task": str(r["task"]).partition("#")[0], "n": n, "series": _series_label(r), "mean": r["acc_mean"],
                      "std": r["acc_std"], "trials": r["n_trials"], "metric": r["metric"]})
     return pd.DataFrame(rows, columns=["task", "n", "series", "mean", "std", "trials", "metric"])
 
@@ -74,7 +77,7 @@ def curve_figure(task: str, points: pd.DataFrame):
 
 @register_section("learning-curves", order=65)
 def learning_curves(ctx: ReportContext) -> Section | None:
-    table = curve_table(ctx.agg)
+    table = curve_table(ctx.agg, curve_sizes(ctx.df))
     if table.empty:
         return None
     html, md = ["<p>Accuracy against the number of training images per class (the task's protocol, "

@@ -113,7 +113,7 @@ def test_finetune_is_seeded_and_records_its_recipe():
 def test_finetune_refuses_other_extractors():
     with pytest.raises(FeatbenchError, match="only cnn"):
         finetune_evaluate(create("hog"), "finetune-head", _images(3), [0, 1, 2], _images(3), [0, 1, 2], 3)
-    with pytest.raises(FeatbenchError, match="unknown fine-tuning"):
+    with pytest.raises(FeatbenchError, match="unknown fine-tuning evaluation .finetune-some"):
         finetune_evaluate(create(SMALL_CNN), "finetune-some", _images(3), [0, 1, 2], _images(3), [0, 1, 2], 3)
 
 

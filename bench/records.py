@@ -11,8 +11,6 @@ This module imports nothing heavy (no torch): the reports use it.
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,17 +79,10 @@ SCHEMA_V1_COLUMNS: list[str] = [f.name for f in dataclasses.fields(ResultRecord)
 
 
 def json_default(obj: Any) -> Any:
-    """``json.dumps(default=...)`` for what run folders hold: numpy scalars and arrays, paths."""
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
+    """``json.dumps(default=...)`` for what run folders, speed files and the corpus hold: numpy
+    scalars and arrays as numbers and lists, anything else (paths, devices) as its string."""
+    if isinstance(obj, np.generic):
+        return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def dumps(obj: Any, **kwargs: Any) -> str:
-    return json.dumps(obj, default=json_default, **kwargs)
+    return str(obj)

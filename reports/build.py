@@ -21,7 +21,6 @@ import pandas as pd
 import featbench
 
 from .data import load_runs
-from . import transfer  # noqa: F401  (registers the learning-curve and decision-map sections)
 from .sections import ReportContext, Section, build_sections
 from .tables import (METRIC_SHORT, aggregate, comparable_groups, families_in_order, latex_escape, per_task_matrix,
                      pct)

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .sections import ReportContext, Section, register_section
+from .section_api import ReportContext, Section, register_section
 from .tables import METRIC_NAMES, esc, html_table, md_table
 
 FINETUNE = ("finetune-head", "finetune-all")
@@ -77,6 +77,7 @@ def curve_figure(task: str, points: pd.DataFrame):
 
 @register_section("learning-curves", order=65)
 def learning_curves(ctx: ReportContext) -> Section | None:
+    """Accuracy against training images per class (learning-curve tasks), mean ± std over trials."""
     table = curve_table(ctx.agg, curve_sizes(ctx.df))
     if table.empty:
         return None
@@ -124,6 +125,7 @@ def decision_rows(ctx: ReportContext) -> list[dict]:
 
 @register_section("decision-map", order=67)
 def decision_map(ctx: ReportContext) -> Section | None:
+    """Per task and data size: the best of classical, CNN features, finetune-head, finetune-all, with cost."""
     rows = decision_rows(ctx)
     if not rows:
         return None

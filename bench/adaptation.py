@@ -34,7 +34,11 @@ column records.
   (from the Gram matrix when D > n), with a fixed sign convention so runs repeat exactly.
 
 CORAL and SA use the unlabelled target test features (transductively, as both papers do),
-never their labels.
+never their labels. Both take ``zscore=false`` (``"sa:d=80,zscore=false"``) to skip their own
+per-domain z-scoring and use the features as given: the published Office-Caltech-10 protocols
+z-score each *whole* domain once before the source is sampled (``precomputed:zscore=domain``),
+whereas z-scoring a sampled source of 80-200 rows again divides sparse columns by tiny sample
+standard deviations.
 """
 from __future__ import annotations
 
@@ -253,21 +257,34 @@ def feature_augmentation(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0):
     return _out(X_train, np.concatenate([ys, yt_lab]), aug(Xt_test, False))
 
 
+def _domains(Xs, Xt_lab, Xt_test, zscore, name):
+    """Per-domain z-scoring (the default), or the features as given (``zscore=false``: the published
+    protocols z-score every whole domain before the source is sampled; see ``precomputed:zscore=domain``)."""
+    if not isinstance(zscore, bool):
+        raise FeatbenchError(f"{name}: zscore must be true or false, not {zscore!r}")
+    if zscore:
+        return _zscore_domains(Xs, Xt_lab, Xt_test)
+    Xs, Xt_lab, Xt_test = _f64(Xs), _f64(Xt_lab), _f64(Xt_test)
+    if Xt_lab.ndim != 2 or Xt_lab.shape[1] != Xs.shape[1]:
+        Xt_lab = np.zeros((0, Xs.shape[1]))
+    return Xs, Xt_lab, Xt_test
+
+
 @method("coral")
-def coral(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0, eps=1.0):
+def coral(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0, eps=1.0, zscore=True):
     """Sun et al. (2016) on per-domain z-scored features; eps=1 as in the paper."""
     if not float(eps) > 0:
         raise FeatbenchError(f"coral: eps must be positive, not {eps}")
-    Zs, Zt_lab, Zt_test = _zscore_domains(Xs, Xt_lab, Xt_test)
+    Zs, Zt_lab, Zt_test = _domains(Xs, Xt_lab, Xt_test, zscore, "coral")
     Zs = coral_transform(Zs, _target_all(Zt_lab, Zt_test), eps=float(eps))
     return _out(np.concatenate([Zs, Zt_lab]), np.concatenate([ys, yt_lab]), Zt_test)
 
 
 @method("sa")
-def subspace_alignment(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0, d=80):
+def subspace_alignment(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0, d=80, zscore=True):
     """Fernando et al. (2013): source Xs Ps Ps^T Pt, target Xt Pt, d principal directions each."""
     if isinstance(d, bool) or not isinstance(d, int) or d < 1:
         raise FeatbenchError(f"sa: d must be a positive integer, not {d!r}")
-    Zs, Zt_lab, Zt_test = _zscore_domains(Xs, Xt_lab, Xt_test)
+    Zs, Zt_lab, Zt_test = _domains(Xs, Xt_lab, Xt_test, zscore, "sa")
     Ps, Pt, M = subspace_alignment_bases(Zs, _target_all(Zt_lab, Zt_test), d)
     return _out(np.concatenate([Zs @ Ps @ M, Zt_lab @ Pt]), np.concatenate([ys, yt_lab]), Zt_test @ Pt)

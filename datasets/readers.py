@@ -29,6 +29,9 @@ layout                 recognised by / what becomes of it
                        (``Partitions.zip``: ``Training_01.txt`` ... ``Testing_10.txt``, 50 + 50 images
                        per class each); put those files next to ``ClassName.txt`` or in a
                        ``Partitions/`` folder there and the ``sun397-partitions`` protocol uses them.
+``feature-files``      a folder of ``.mat``/``.npz``/``.npy``/``.parquet`` feature files and no sub-folders
+                       (published releases): one domain per file, records are the files' rows
+                       (:mod:`featbench.datasets.feature_files`; extract with ``precomputed``)
 ``imagefolder``        anything else: ``<group>/<class>/<file>`` or ``<class>/<file>``
 =====================  ==============================================================================
 
@@ -57,6 +60,7 @@ from featbench.errors import FeatbenchError
 
 from .folder import (IMAGE_EXTENSIONS, Dataset, ImageRecord, guess_family, read_image_folder,
                      read_manifest_dataset, sha256_file)
+from .feature_files import is_feature_folder, read_feature_dataset
 from .images import read_image
 
 Box = tuple[float, float, float, float]  # x, y, width, height in pixels (CUB's bounding_boxes.txt)
@@ -142,6 +146,8 @@ def detect_layout(folder: Path) -> str:
         return "oxford-pets"
     if _sub(folder, "SUN397", "ClassName.txt"):
         return "sun397"
+    if is_feature_folder(folder):
+        return "feature-files"
     return "imagefolder"
 
 
@@ -159,6 +165,7 @@ def read_any(folder: str | os.PathLike, name: str | None = None, verify: bool = 
     reader: Callable[[Path, str], Dataset] = {
         "cub200-2011": read_cub200, "indoor67": read_indoor67, "caltech101-tree": read_caltech101_tree,
         "flowers102": read_flowers102, "oxford-pets": read_oxford_pets, "sun397": read_sun397,
+        "feature-files": read_feature_dataset,
     }[layout]
     return reader(folder, name)
 

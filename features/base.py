@@ -148,6 +148,10 @@ class Extractor:
         """
         self.device = device
 
+    def bind_dataset(self, dataset: Any) -> None:
+        """Called with a task's whole dataset before its features are extracted. The default does
+        nothing; ``precomputed`` matches feature-file rows to every image of a domain here."""
+
     def check(self) -> None:
         """Raise a :class:`FeatbenchError` now for anything that would stop this extractor later
         (missing weights, ...), so a run fails before any work. The default checks nothing."""

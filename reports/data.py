@@ -129,12 +129,12 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     df["device_kind"] = df["device"].map(device_kind)
     # 'cnn:m@depth' and 'cnn:m@pre_logits' give the same pre_logits features (the layer list is not part of the
     # config): the report identifies an extractor by its spec without the @layer list; the spec as written is kept.
-    from .tables import strip_layers
+    from .tables import strip_layers, with_classifier_kind
 
     if "extractor_spec" not in df.columns:
         df["extractor_spec"] = df["extractor"]
     df["extractor"] = df["extractor_spec"].map(strip_layers)
-    return df
+    return with_classifier_kind(df.drop(columns=["classifier_kind"], errors="ignore"))
 
 
 def load_run(path: Path) -> tuple[pd.DataFrame, Run]:

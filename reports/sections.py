@@ -338,8 +338,10 @@ def anchors_section(ctx: ReportContext) -> Section:
         tm.append(cells)
     intro = ("Published numbers beside this report's best row of the same kind (CNN or classical) on the task "
              "whose name matches. The datasets and protocols differ (see the last column): read them as a sanity "
-             "check of the ordering, not as a reproduction. How each published value was checked is in brackets; "
-             "re-read the original table before citing it.")
+             "check of the ordering, not as a reproduction: these numbers are only compared. Numbers reproduced "
+             "from the published feature files themselves are in 'Reproduced published tables' (when this report "
+             "has such runs). How each published value was checked is in brackets; re-read the original table "
+             "before citing it.")
     ref_list = [f"[{i + 1}] {anchors_mod.REFERENCES[refs[i]]}" for i in range(len(refs))]
     if not rows:
         html = "<p class='absent'>No task in this report matches a published anchor (anchors exist for " + \

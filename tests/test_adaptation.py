@@ -23,7 +23,8 @@ def test_registry_and_specs():
     assert "nope" not in A.METHODS and "sa:d" not in A.METHODS
     assert A.parse_method("sa:d=20") == ("sa", {"d": 20})
     assert A.parse_method("coral:eps=0.5") == ("coral", {"eps": 0.5})
-    assert A.method_options("sa") == {"d": 80} and A.method_options("coral") == {"eps": 1.0}
+    assert A.method_options("sa") == {"d": 80, "zscore": True}
+    assert A.method_options("coral") == {"eps": 1.0, "zscore": True}
     with pytest.raises(FeatbenchError, match="unknown option"):
         A.apply("sa:k=3", *data())
     with pytest.raises(FeatbenchError, match="unknown adaptation method"):

@@ -160,9 +160,18 @@ def differences_note(anchor: Anchor, note: str = "") -> str:
     return anchor.differences + (f" Note: {note}." if note else "") + f" [{anchor.checked}]"
 
 
+def _on_published_features(task: str) -> bool:
+    """True for a task on a staged published feature set (``office_caltech10_surf:...``): its numbers
+    are set beside the published tables they reproduce (reports/reproductions.py), not beside anchors."""
+    from featbench.datasets.published import sources
+
+    return str(task).partition(":")[0] in sources()
+
+
 def applicable(tasks: list[str], anchors: list[Anchor] | None = None) -> list[tuple[Anchor, str]]:
-    """(anchor, task) pairs whose pattern matches one of ``tasks``."""
-    return [(a, t) for a in (ANCHORS if anchors is None else anchors) for t in tasks if a.matches(t)]
+    """(anchor, task) pairs whose pattern matches one of ``tasks`` (tasks on published feature files excepted)."""
+    return [(a, t) for a in (ANCHORS if anchors is None else anchors) for t in tasks
+            if a.matches(t) and not _on_published_features(t)]
 
 
 def matching_row(agg: pd.DataFrame, anchor: Anchor, task: str) -> tuple[pd.Series | None, str]:

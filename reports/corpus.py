@@ -183,7 +183,7 @@ def render_results_md(corpus: Path) -> str:
             rows.append(row)
         refs = list(anchors_mod.REFERENCES)
         for a in anchors_mod.ANCHORS:
-            hit = {t for t in ordered if a.matches(t)}
+            hit = {t for _, t in anchors_mod.applicable(ordered, [a])}
             if hit:
                 rows.append([f"*published: {a.what} [{refs.index(a.reference) + 1}]*"] +
                             [f"*{a.value:.1f}*" if t in hit else "" for t in ordered])

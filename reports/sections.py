@@ -248,7 +248,7 @@ def _anchor_cells(ctx: ReportContext, tasks: list[str]) -> list[tuple[str, dict[
     rows = []
     refs = list(anchors_mod.REFERENCES)
     for a in anchors_mod.ANCHORS:
-        hit = {t: f"{a.value:.1f}" for t in tasks if a.matches(t)}
+        hit = {t: f"{a.value:.1f}" for _, t in anchors_mod.applicable(tasks, [a])}
         if hit:
             n = refs.index(a.reference) + 1
             rows.append((f"published: {a.what} [{n}]", hit))

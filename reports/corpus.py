@@ -36,7 +36,7 @@ import pandas as pd
 from featbench.errors import FeatbenchError
 
 from . import anchors as anchors_mod
-from . import reproductions
+from . import adaptation_effects, reproductions
 from .data import SCHEMA_V1_COLUMNS, load_run, normalise
 from .tables import (GROUP_KEYS, METRIC_SHORT, VARIANT_KEYS, aggregate, comparable_groups, families_in_order,
                      md_table, per_task_matrix, pct, pm, with_classifier_kind)
@@ -203,6 +203,9 @@ def render_results_md(corpus: Path) -> str:
                            f"[{refs.index(a.reference) + 1}]",
                            anchors_mod.differences_note(a, r["note"])])
             out += [md_table(ah, ar, ["l"] * 8), ""]
+        effects = adaptation_effects.markdown(agg)
+        if effects:
+            out += ["When domain adaptation helps or hurts (measured in this suite):", "", effects, ""]
         reproduced = reproductions.markdown(agg)
         if reproduced:
             out += ["Reproduced published tables (from the published feature files, with the published protocol):",

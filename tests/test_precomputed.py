@@ -220,3 +220,44 @@ def test_published_surf_table_reproduces_within_tolerance(tmp_path):
     assert dw["shift"] == "D->W" and wd["shift"] == "W->D"
     assert all(c["ok"] for c in dw["cells"].values()), dw
     assert wd["cells"]["1NN"]["ok"], wd
+
+
+def _records(values: dict[tuple[str, str, str], float]) -> pd.DataFrame:
+    """Raw result records for (task, method, classifier) -> top-1."""
+    base = dict(protocol="p", dataset_id="d", extractor="e", extractor_config="c", weights="", layer="", family="domain",
+                dataset="office_caltech10_surf", extractor_family="classical", dim=3, mean_class_acc=0.5, device="cpu",
+                _run=0, trial=0)
+    return pd.DataFrame([dict(base, task=t, method=m, classifier=c, top1=v) for (t, m, c), v in values.items()])
+
+
+def test_adaptation_effects_verdicts_are_paired_per_shift():
+    from featbench.reports.adaptation_effects import effects
+    from featbench.reports.tables import aggregate
+
+    vals = {}
+    for task, none, helps, hurts in (("x:a->b", 0.30, 0.40, 0.20), ("x:b->a", 0.50, 0.52, 0.45)):
+        for clf in ("1nn", "logreg"):
+            vals[(task, "none", clf)] = none
+            vals[(task, "sa", clf)] = helps if clf == "1nn" else hurts
+    eff = effects(aggregate(_records(vals))).set_index(["classifier", "method"])
+    assert eff.loc[("1nn", "sa"), "verdict"] == "helps" and eff.loc[("1nn", "sa"), "delta"] == pytest.approx(6.0)
+    assert eff.loc[("logreg", "sa"), "verdict"] == "hurts" and eff.loc[("logreg", "sa"), "delta_min"] == pytest.approx(-10)
+
+
+def test_reproduction_rows_compare_each_cell_with_the_published_one():
+    from featbench.reports.reproductions import TABLES, render_table, table_rows
+    from featbench.reports.tables import aggregate
+
+    table = next(t for t in TABLES if t.key == "surf-sampled")
+    # A->W published NA 26.5, SA 31.2, CORAL 27.2: featbench within, outside and within 3 points
+    vals = {("office_caltech10_surf:amazon->webcam", "none", "1nn"): 0.27,
+            ("office_caltech10_surf:amazon->webcam", "sa:d=80,zscore=false", "1nn"): 0.36,
+            ("office_caltech10_surf:amazon->webcam", "coral:zscore=false", "1nn"): 0.25,
+            ("office_caltech10_surf:amazon->webcam", "none", "logreg"): 0.9}  # another classifier: not in the table
+    rows = table_rows(table, aggregate(_records(vals)))
+    assert [r["shift"] for r in rows] == ["A->W"]  # no mean row: 11 shifts missing
+    cells = rows[0]["cells"]
+    assert cells["NA"]["ok"] and not cells["SA"]["ok"] and cells["CORAL"]["ok"]
+    assert cells["SA"]["diff"] == pytest.approx(36.0 - 31.2)
+    _, body, verdict = render_table(table, rows)
+    assert "2 of 3 reproduced cells" in verdict and body[0][6].endswith("✗")

@@ -23,7 +23,8 @@ Protocols (``featbench list protocols``), with the literature they reproduce:
                             10 partitions); trial seed ``s`` uses partition ``s % 10 + 1``
 ``source-only-full``        domain shift: the whole source domain -> the whole target domain (Gong 2012)
 ``source-only-sampled``     Saenko et al. 2010 / DeCAF: 20 source images per class (amazon, caltech) or
-                            8 (dslr, webcam), tested on the whole target domain, 5 trials
+                            8 (dslr, webcam), tested on the whole target domain, 5 trials;
+                            ``small_domains="dslr"``: 8 only from dslr (the SURF tables' public reproductions)
 ``source+target``           the same source sample plus 3 labelled target images per class
                             (``Split.target_train``), tested on the remaining target images, 5 trials
 ==========================  ==========================================================================

@@ -208,6 +208,8 @@ def render_table(table: PublishedTable, rows: list[dict[str, Any]]) -> tuple[lis
     tol = f"±{table.tolerance:g} points per shift" + (
         f", ±{table.mean_tolerance:g} on the mean" if table.mean_tolerance is not None else "")
     verdict = f"{n_ok} of {n} reproduced cells within the tolerance ({tol}); ✗ marks the others."
+    if any(r["shift"] == "mean" for r in rows) and "mean" not in table.values:
+        verdict += " The published 'mean' is the average of the published values of the shifts shown."
     for col, why in table.compared_only.items():
         verdict += f" Column {col} is only compared, not reproduced: {why}."
     return header, out, verdict

@@ -32,6 +32,8 @@ column records.
   ``Xs Ps M``, target rows (labelled and test) ``Xt Pt``. ``d`` defaults to 80 and is capped at
   the rank available (``min(ns, nt) - 1`` and D). The principal directions come from a thin SVD
   (from the Gram matrix when D > n), with a fixed sign convention so runs repeat exactly.
+  ``space="feature"`` returns ``Xs Ps M Pt^T`` and ``Xt Pt Pt^T`` instead (same distances; see
+  the function's docstring for why a standardising classifier cares).
 
 CORAL and SA use the unlabelled target test features (transductively, as both papers do),
 never their labels. Both take ``zscore=false`` (``"sa:d=80,zscore=false"``) to skip their own
@@ -281,10 +283,20 @@ def coral(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0, eps=1.0, zscore=True):
 
 
 @method("sa")
-def subspace_alignment(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0, d=80, zscore=True):
-    """Fernando et al. (2013): source Xs Ps Ps^T Pt, target Xt Pt, d principal directions each."""
+def subspace_alignment(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0, d=80, zscore=True, space="subspace"):
+    """Fernando et al. (2013): source Xs Ps Ps^T Pt, target Xt Pt, d principal directions each.
+
+    ``space="feature"`` maps both back with ``Pt^T`` (rank-d rows in the original D dimensions):
+    Euclidean distances, hence 1-NN, are unchanged, but a classifier that standardises each input
+    column no longer rescales every aligned direction to unit variance (which gives the weak,
+    least-aligned tail directions as much weight as the leading ones).
+    """
     if isinstance(d, bool) or not isinstance(d, int) or d < 1:
         raise FeatbenchError(f"sa: d must be a positive integer, not {d!r}")
+    if space not in ("subspace", "feature"):
+        raise FeatbenchError(f"sa: space must be 'subspace' or 'feature', not {space!r}")
     Zs, Zt_lab, Zt_test = _domains(Xs, Xt_lab, Xt_test, zscore, "sa")
     Ps, Pt, M = subspace_alignment_bases(Zs, _target_all(Zt_lab, Zt_test), d)
-    return _out(np.concatenate([Zs @ Ps @ M, Zt_lab @ Pt]), np.concatenate([ys, yt_lab]), Zt_test @ Pt)
+    back = Pt.T if space == "feature" else np.eye(Pt.shape[1])
+    return _out(np.concatenate([Zs @ Ps @ M @ back, Zt_lab @ Pt @ back]), np.concatenate([ys, yt_lab]),
+                Zt_test @ Pt @ back)

@@ -215,7 +215,8 @@ def render_results_md(corpus: Path) -> str:
         if len(apart):
             out += ["Kept apart (not ranked with the table above):", ""]
             for r in apart.itertuples():
-                sub = agg[(agg["task"] == r.task) & (agg["protocol"] == r.protocol) & (agg["dataset_id"] == r.dataset_id)]
+                sub = agg[(agg["task"] == r.task) & (agg["protocol"] == r.protocol) & (agg["dataset_id"] == r.dataset_id)
+                          & (agg["classifier_kind"] == r.classifier_kind)]
                 best = sub.sort_values("acc_mean", ascending=False).iloc[0]
                 out.append(f"- {r.task} [{r.protocol}; dataset_id {r.dataset_id}]: {r.why_apart}. "
                            f"Best: {best['label']} {pm(best['acc_mean'], best['acc_std'], best['n_trials'])}.")

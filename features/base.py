@@ -315,6 +315,7 @@ def register(name: str, summary: str = "") -> Callable[[Any], Any]:
                 if parsed.layers:
                     raise FeatbenchError(f"extractor '{parsed.name}' takes no @layer")
                 return cls(**parsed.options)
+            factory.__module__ = obj.__module__  # so module-level tables (SPEED_DEFAULT_SPECS) are found
             _REGISTRY[name] = (factory, summary or _first_line(obj.__doc__))
         else:
             _REGISTRY[name] = (obj, summary or _first_line(obj.__doc__))

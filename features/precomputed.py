@@ -50,6 +50,8 @@ from featbench.errors import FeatbenchError
 from .base import Extractor, register
 
 MATCHES = ("auto", "path", "key", "order")
+#: ``featbench speed`` has nothing to time: the features are read, not computed
+SPEED_DEFAULT_SPECS: dict[str, list[str]] = {"precomputed": []}
 
 
 def _norm_path(text: str) -> str:

@@ -261,3 +261,10 @@ def test_reproduction_rows_compare_each_cell_with_the_published_one():
     assert cells["SA"]["diff"] == pytest.approx(36.0 - 31.2)
     _, body, verdict = render_table(table, rows)
     assert "2 of 3 reproduced cells" in verdict and body[0][6].endswith("✗")
+
+
+def test_speed_does_not_time_precomputed_features():
+    from featbench.speed import default_specs
+
+    specs = default_specs()
+    assert "precomputed" not in specs and "hog" in specs

@@ -268,3 +268,33 @@ def test_speed_does_not_time_precomputed_features():
 
     specs = default_specs()
     assert "precomputed" not in specs and "hog" in specs
+
+
+def test_stage_extracts_checks_and_describes_published_files(tmp_path):
+    import hashlib
+    import subprocess
+
+    from featbench.datasets.published import check_staged, stage
+
+    repo = tmp_path / "src"
+    (repo / "features").mkdir(parents=True)
+    np.savez(repo / "features" / "a.npz", features=np.eye(3, dtype=np.float32), labels=np.array([1, 2, 2]))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    digest = hashlib.sha256((repo / "features" / "a.npz").read_bytes()).hexdigest()
+    manifest = tmp_path / "m.toml"
+    entry = (f'[toy]\nrepo = "o/r"\ncommit = "{commit}"\nclasses = ["x", "y"]\n'
+             f'files = [{{ path = "features/a.npz", name = "src.npz", sha256 = "SHA" }}]\n')
+    manifest.write_text(entry.replace("SHA", digest))
+    folder = stage("toy", repo / ".git", tmp_path / "out", manifest)
+    assert (folder / "src.npz").read_bytes() == (repo / "features" / "a.npz").read_bytes()
+    assert (folder / "classes.txt").read_text().split() == ["x", "y"] and commit[:12] in (folder / "SOURCE.md").read_text()
+    assert check_staged("toy", tmp_path / "out", manifest) == []
+    assert read_any(folder).classes == ["x", "y"]
+    manifest.write_text(entry.replace("SHA", "0" * 64))
+    with pytest.raises(FeatbenchError, match="sha256"):
+        stage("toy", repo / ".git", tmp_path / "out2", manifest)
+    assert check_staged("toy", tmp_path / "out", manifest)  # the staged copy no longer matches

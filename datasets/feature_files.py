@@ -44,6 +44,7 @@ import numpy as np
 from featbench.errors import FeatbenchError
 
 from .folder import Dataset, ImageRecord, sha256_file
+from .info import DatasetInfo
 
 FEATURE_SUFFIXES = (".mat", ".npz", ".npy", ".parquet")
 FEATURE_KEYS = ("fts", "feas", "features", "feats", "X", "x", "data")
@@ -275,4 +276,6 @@ def read_feature_dataset(folder: str | Path, name: str | None = None) -> Dataset
             uid = hashlib.sha256(f"{t.sha256}:{i}".encode()).hexdigest()
             records.append(FeatureRowRecord(uid=uid, label=class_of[lab.item() if hasattr(lab, "item") else lab],
                                             group=domain, relpath=f"{domain}/{i:06d}", path=t.path, row=i))
-    return Dataset(name=name, records=records, root=str(folder), family="domain", source="feature-files")
+    # no anchors: published tables are set beside these tasks by reports/reproductions.py instead
+    info = DatasetInfo("domain", layout="feature-files")
+    return Dataset(name=name, records=records, root=str(folder), source="feature-files", info=info)

@@ -50,8 +50,6 @@ from featbench.errors import FeatbenchError
 from .base import Extractor, register
 
 MATCHES = ("auto", "path", "key", "order")
-#: ``featbench speed`` has nothing to time: the features are read, not computed
-SPEED_DEFAULT_SPECS: dict[str, list[str]] = {"precomputed": []}
 
 
 def _norm_path(text: str) -> str:
@@ -79,6 +77,7 @@ class Precomputed(Extractor):
 
     name = "precomputed"
     version = "1"
+    reads_pixels = False  # featbench speed has nothing to time: the features are read, not computed
     params = {"path": None, "match": "auto", "features": None, "labels": None, "norm": "none",
               "zscore": "none", "family": "classical"}
 

@@ -98,6 +98,7 @@ def markdown(agg: pd.DataFrame) -> str:
 
 @register_section("adaptation-effects", order=53)
 def adaptation_effects_section(ctx: ReportContext) -> Section | None:
+    """When each domain-adaptation method helps or hurts: paired differences against no adaptation."""
     eff = effects(ctx.agg)
     if eff.empty:
         return None

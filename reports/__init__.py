@@ -9,7 +9,5 @@
 """
 from .build import build_report
 from .sections import Section, register_section
-from . import reproductions  # noqa: F401  (registers the 'reproduced published tables' section)
-from . import adaptation_effects  # noqa: F401  (registers the 'when adaptation helps or hurts' section)
 
 __all__ = ["build_report", "register_section", "Section"]

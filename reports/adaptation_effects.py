@@ -16,7 +16,7 @@ import re
 
 import pandas as pd
 
-from .sections import ReportContext, Section, register_section
+from .section_api import ReportContext, Section, register_section
 from .tables import esc, html_table, is_domain_task, md_table
 
 KEYS = ["extractor", "extractor_config", "layer", "classifier", "protocol", "dataset_id"]

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from .sections import ReportContext, Section, register_section
+from .section_api import ReportContext, Section, register_section
 from .tables import esc, html_table, md_table
 
 LETTERS = {"A": "amazon", "C": "caltech10", "D": "dslr", "W": "webcam"}

@@ -21,8 +21,9 @@ File formats (:func:`read_feature_file`):
                are HDF5 and need ``h5py`` (MATLAB stores them transposed; handled).
 ``.npz``       arrays ``features`` (or ``X``), optional ``labels``, ``paths``, ``keys``, ``domains``
 ``.npy``       a feature matrix; optional ``NAME.index.txt`` beside it, one path or key per row
-``.parquet``   one row per image: ``path`` and/or ``key``, optional ``label`` and ``domain``, and the
-               features in a list column ``features`` or in every other numeric column
+``.parquet``   one row per image: ``path`` and/or ``key`` (columns, or the index: paths unless it is
+               named ``key``), optional ``label`` and ``domain``, and the features in a list column
+               ``features`` or in every other numeric column
 =============  =====================================================================================
 
 A feature-file dataset folder holds one file per domain (the file stem is the domain) and
@@ -116,6 +117,8 @@ def _read_parquet(path: Path) -> dict[str, Any]:
     import pandas as pd
 
     df = pd.read_parquet(path)
+    if not isinstance(df.index, pd.RangeIndex):  # an index of paths or keys, as DataFrame.to_parquet keeps it
+        df = df.rename_axis(df.index.name if df.index.name in ("path", "key") else "path").reset_index()
     out: dict[str, Any] = {}
     for col, key in (("path", "paths"), ("key", "keys"), ("label", "labels"), ("domain", "domains")):
         if col in df.columns:

@@ -38,6 +38,9 @@ def _write(path: Path, fmt: str, rows: list, feats: np.ndarray, labels=None, wit
     elif fmt == "npz":
         extra = {"paths": np.array(rows)} if with_paths else {}
         np.savez(path, features=feats, **extra, **({"labels": np.asarray(labels)} if labels is not None else {}))
+    elif fmt == "parquet-index":  # paths as the index, one numeric column per dimension
+        df = pd.DataFrame(feats, index=pd.Index(rows), columns=[f"f{i}" for i in range(feats.shape[1])])
+        df.to_parquet(path.with_suffix(".parquet"))
     elif fmt == "parquet":
         df = pd.DataFrame({"path": rows, "features": list(feats)})
         if labels is not None:
@@ -55,14 +58,15 @@ def textures(tmp_path):
     return read_any(make_texture_folder(tmp_path / "tex", per_class=3, size=16), name="tex")
 
 
-@pytest.mark.parametrize("fmt", ["mat", "npz", "parquet", "npy"])
+@pytest.mark.parametrize("fmt", ["mat", "npz", "parquet", "parquet-index", "npy"])
 def test_round_trip_by_path_in_any_row_order(tmp_path, textures, fmt):
     want = _expected(textures)
+    suffix = fmt.split("-")[0]
     for group in textures.groups:
         recs = textures.in_group(group)[::-1]  # file order differs from the dataset's
         rows = [f"somewhere/tex/{r.relpath}" for r in recs]  # longer paths than the relpaths: suffix match
-        _write(tmp_path / f"{group}.{fmt}", fmt, rows, np.stack([want[r.relpath] for r in recs]))
-    ex = create(f"precomputed:path={tmp_path}/{{group}}.{fmt}")
+        _write(tmp_path / f"{group}.{suffix}", fmt, rows, np.stack([want[r.relpath] for r in recs]))
+    ex = create(f"precomputed:path={tmp_path}/{{group}}.{suffix}")
     ex.bind_dataset(textures)
     got = ex.transform(textures.records)
     assert got.dtype == np.float32

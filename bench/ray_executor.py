@@ -67,8 +67,8 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None, device: str = "auto",
-                 slice_images: int | None = None) -> None:
-        self.address, self.workers, self.device = address, workers, device
+                 slice_images: int | None = None, threads: int | None = None) -> None:
+        self.address, self.workers, self.device, self.threads = address, workers, device, threads
         self.slice_images = slice_images
         self._started_here = False
         self._pool_key: str | None = None
@@ -111,7 +111,7 @@ class RayExecutor:
         cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
         use_gpu = extractor.uses_torch and gpus > 0 and self.device != "cpu"
         workers = self.workers or (gpus if use_gpu else max(1, cpus))
-        threads = max(1, cpus // workers)
+        threads = self.threads or max(1, cpus // workers)
         options = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": threads}
         actor = ray.remote(ExtractWorker).options(max_restarts=-1, max_task_retries=-1, **options)
         self._actors = [actor.remote("cuda" if use_gpu else "cpu", threads) for _ in range(workers)]

@@ -31,6 +31,10 @@ from featbench.executor import Batch
 from featbench.features import Extractor
 
 
+#: Slices queued per actor at once.
+PIPELINE = 2
+
+
 class ExtractWorker:
     """One Ray actor: keeps one fitted extractor (weights loaded once) and transforms slices."""
 
@@ -115,7 +119,9 @@ class RayExecutor:
         options = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": threads}
         actor = ray.remote(ExtractWorker).options(max_restarts=-1, max_task_retries=-1, **options)
         self._actors = [actor.remote("cuda" if use_gpu else "cpu", threads) for _ in range(workers)]
-        self._pool, self._pool_key = ActorPool(self._actors), key
+        # each actor listed twice: a second slice waits in its queue while the first runs, so
+        # no actor idles through the round trip to the driver
+        self._pool, self._pool_key = ActorPool(self._actors * PIPELINE), key
         self.layout = {"workers": workers, "threads_per_worker": threads, "gpu_per_worker": int(use_gpu),
                        "cluster_cpus": cpus, "cluster_gpus": gpus, "nodes": len(ray.nodes())}
         return self._pool
@@ -138,7 +144,8 @@ class RayExecutor:
         if state != self._ref_key:  # one copy of the fitted extractor in the object store
             self._ref, self._ref_key = ray.put(extractor), state
         holder = [self._ref]
-        size = self.slice_images or batch_size
+        workers = len(self._actors)
+        size = self.slice_images or max(batch_size, min(8 * batch_size, -(-len(items) // (4 * workers))))
         slices = [(start, list(items[start:start + size])) for start in range(0, len(items), size)]
 
         def submit(actor, piece):

@@ -170,7 +170,8 @@ def _sample_from_cache(meta: dict[str, Any], max_points: int) -> tuple[dict[str,
             except Exception as exc:
                 skipped.append(f"{spec}@{output} ({exc})")
                 break
-            rows = [cache.get(ns, r.uid) for r in recs]
+            got = cache.get_many(ns, [r.uid for r in recs])
+            rows = [got.get(r.uid) for r in recs]
             if any(v is None for v in rows):
                 skipped.append(f"{spec}{'@' + output if output else ''} (not in the cache)")
                 continue

@@ -64,7 +64,7 @@ def data_root(tmp_path_factory):
 def _run(out: Path, data_root: Path, cache: Path, executor="local", address=None, extractors=EXTRACTORS,
          batch_size=4):
     suite = Suite(name="t", tasks=[TaskSpec(name="textures")], extractors=list(extractors))
-    options = RunOptions(out=out, data_roots=[str(data_root)], cache_dir=str(cache), quiet=True, report=False,
+    options = RunOptions(out=out, data_roots=[str(data_root)], cache_dir=str(cache), quiet=True,
                          batch_size=batch_size, executor=executor, ray_address=address,
                          ray_workers=2 if executor == "ray" else None)
     runner = Runner(suite, options, command=["test"])
@@ -220,6 +220,6 @@ def test_killed_driver_resumes_with_everything_stored(cluster, tmp_path):
     resumed = pd.read_csv(tmp_path / "out" / "results.csv")[COLS]
     suite = Suite(name="t", tasks=[TaskSpec(name="synth")], extractors=["hog:size=64"])
     Runner(suite, RunOptions(out=tmp_path / "ref", data_roots=[str(data)], cache_dir=str(tmp_path / "cache-ref"),
-                             quiet=True, report=False, batch_size=4), command=["test"]).run()
+                             quiet=True, batch_size=4), command=["test"]).run()
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ref" / "results.csv")[COLS], resumed)
     assert FeatureCache(cache).stats()[0]["entries"] == 200  # each image stored once

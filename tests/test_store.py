@@ -214,7 +214,7 @@ def test_a_run_with_an_unwritable_cache_finishes_and_says_why(tmp_path, capsys):
     (tmp_path / "cache").write_text("not a folder")
     suite = Suite(name="t", tasks=[TaskSpec(name="textures")], extractors=["hog:size=32"])
     options = RunOptions(out=tmp_path / "out", data_roots=[str(tmp_path / "data")], cache_dir=str(tmp_path / "cache"),
-                         quiet=True, report=False, batch_size=4)
+                         quiet=True, batch_size=4)
     Runner(suite, options, command=["test"]).run()
     meta = json.loads((tmp_path / "out" / "run.json").read_text())
     assert meta["status"] == "complete" and "cannot write" in meta["cache"]["warning"]

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Protocol, Sequence
 
-import numpy as np
-
 from featbench.errors import FeatbenchError
 from featbench.features import Extractor
+from featbench.features.base import Batch
 
-Batch = tuple[list[int], dict[str, np.ndarray], dict[int, str]]
 EXECUTORS = ("local", "ray")
 
 

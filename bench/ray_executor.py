@@ -27,8 +27,8 @@ import os
 from typing import Any, Iterator, Sequence
 
 from featbench.errors import FeatbenchError
-from featbench.executor import Batch
 from featbench.features import Extractor
+from featbench.features.base import Batch
 
 
 #: Slices queued per actor at once.

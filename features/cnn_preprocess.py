@@ -15,9 +15,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from featbench.datasets.images import ImageDecodeError, to_rgb_uint8
+from featbench.datasets.images import ImageDecodeError, decode_errors, to_rgb_uint8
 from featbench.errors import FeatbenchError
 
 
@@ -63,20 +63,13 @@ def model_preprocess(model: str, src: str, tv_weights: str | None = None) -> Pre
 def decode_reduced(path: str, min_side: int) -> Image.Image:
     """Decode an image file like :func:`featbench.datasets.images.read_image`, but let JPEG's
     DCT scaling shrink it by up to 8x as long as the shorter side stays >= ``min_side``."""
-    try:
-        with Image.open(path) as img:
-            if img.format == "JPEG":
-                w, h = img.size
-                scale = min_side / min(w, h)
-                img.draft(None, (math.ceil(w * scale), math.ceil(h * scale)))
-            img.load()
-            return Image.fromarray(to_rgb_uint8(img))
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        raise ImageDecodeError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageDecodeError(f"{path}: not a recognised image format") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"{path}: corrupt or truncated image ({exc})") from exc
+    with decode_errors(str(path)), Image.open(path) as img:
+        if img.format == "JPEG":
+            w, h = img.size
+            scale = min_side / min(w, h)
+            img.draft(None, (math.ceil(w * scale), math.ceil(h * scale)))
+        img.load()
+        return Image.fromarray(to_rgb_uint8(img))
 
 
 def load_image(item: Any, min_side: int) -> Image.Image:

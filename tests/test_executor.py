@@ -42,8 +42,10 @@ def test_a_used_extractor_travels_to_a_worker_and_gives_the_same_features(spec):
 
 def test_every_registered_extractor_is_covered_above():
     covered = {"hog", "sift-bow", "sift-dense-vlad", "sift-dense-fv", "surf-bow", "orb-bow", "cnn"}
-    # the rest share the classes above (classical.py: one base class, encoders differ by parameters)
-    assert set(available()) - covered <= {"sift-dense-bow", "sift-dense-bow-spm", "sift-vlad", "surf-dense-bow"}
+    # the rest share the classes above (classical.py: one base class, encoders differ by parameters);
+    # precomputed reads published feature files (plain arrays, no OpenCV or torch state)
+    assert set(available()) - covered <= {"sift-dense-bow", "sift-dense-bow-spm", "sift-vlad", "surf-dense-bow",
+                                          "precomputed"}
 
 
 def test_local_executor_is_the_extractors_own_batches():

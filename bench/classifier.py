@@ -1,8 +1,13 @@
 """The one linear classifier on top of every feature: standardise, pick C by CV, fit, score.
 
 * Standardisation (zero mean, unit variance) is fitted on the training split only.
-* ``logreg``: multinomial logistic regression (L2, lbfgs); ``svm``: one-vs-rest linear SVM
-  (squared hinge, liblinear).
+* ``logreg``: multinomial logistic regression (L2, intercept not penalised; scikit-learn's
+  ``LogisticRegression`` objective, the DeCAF convention); ``svm``: one-vs-rest linear SVM
+  (squared hinge, L2, ``LinearSVC``'s objective and C).
+* Solver (``solver=``): ``torch`` (default), :mod:`featbench.probe`'s full-batch L-BFGS run to a
+  gradient tolerance (``tol``, the largest absolute gradient entry of the objective scaled as
+  scikit-learn scales it), on CPU or CUDA; or ``sklearn`` (lbfgs / liblinear at ``tol``), kept as
+  the reference and for old records (they were fitted with it at ``tol=1e-4``).
 * C is chosen by stratified k-fold cross-validation on the training split over a log grid
   (``C_GRID``); the fold count shrinks to the smallest class size when classes are tiny.
 * Scores: top-1 accuracy and mean per-class accuracy (the mean of per-class recalls, the
@@ -15,13 +20,11 @@ Two things make this fast without changing what is computed:
   training rows (``RowSpan``). For any L2-penalised linear model the optimal weight vector lies
   in that span (representer theorem: the loss gradient is ``X.T @ g``), so the optimum and every
   prediction are the same as in the full space, at the cost of an n x n problem instead of n x d.
-  (lbfgs stops at ``tol`` before the exact optimum, in either space at a slightly different point:
-  on a synthetic 958 x 8192 problem the converged fits of both spaces scored the same, while at
-  ``tol=1e-4`` the full-space fits stopped after 8-14 iterations and scored 0.6-0.9 points above
-  the optimum, the span fits 0.3-0.6 points above it: early stopping acts as extra
-  regularisation, a little differently in each space.)
-* The C grid is walked from small to large with warm starts (logistic regression), and the
-  standardisation and projection of each CV fold are computed once for the whole grid.
+  Only a fit stopped early depends on the space it ran in (early stopping acts as extra
+  regularisation, differently in each space), which is why model selection compares converged
+  fits.
+* The C grid is walked from small to large with warm starts, and the standardisation and
+  projection of each CV fold are computed once for the whole grid.
 
 Every random choice is seeded from ``seed``.
 """
@@ -32,6 +35,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -42,10 +46,16 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from featbench import probe
 from featbench.errors import FeatbenchError
 
 C_GRID = tuple(float(c) for c in 10.0 ** np.arange(-4, 3))
 CLASSIFIERS = ("logreg", "svm")
+SOLVERS = ("torch", "sklearn")
+#: scikit-learn's settings as featbench used them before the torch solver (records up to schema v1)
+SKLEARN_DEFAULTS = {"logreg": (1e-4, 1000), "svm": (1e-4, 5000)}  # (tol, max_iter)
+#: below this tolerance the torch solver iterates in float64 (float32 gradients are good to ~1e-7)
+FLOAT64_BELOW_TOL = 1e-5
 
 
 @dataclass
@@ -57,6 +67,11 @@ class Evaluation:
     mean_class_acc: float
     fit_s: float
     y_pred: np.ndarray
+    solver: str = "torch"
+    tol: float = probe.DEFAULT_TOL
+    max_iter: int = probe.DEFAULT_MAX_ITER
+    n_iter: int = 0  # iterations of the final fit
+    converged: bool = True  # every fit of the evaluation (CV and final) reached tol
 
 
 class RowSpan(TransformerMixin, BaseEstimator):
@@ -89,58 +104,135 @@ class RowSpan(TransformerMixin, BaseEstimator):
         return X if self.components_ is None else X @ self.components_
 
 
-def make_classifier(kind: str, C: float = 1.0, seed: int = 0, warm_start: bool = False):
-    """The linear model alone (no preprocessing)."""
+def make_classifier(kind: str, C: float = 1.0, seed: int = 0, warm_start: bool = False,
+                    tol: float | None = None, max_iter: int | None = None):
+    """The scikit-learn linear model alone (no preprocessing)."""
+    if kind not in CLASSIFIERS:
+        raise FeatbenchError(f"unknown classifier '{kind}'; known: {', '.join(CLASSIFIERS)}")
+    tol = SKLEARN_DEFAULTS[kind][0] if tol is None else tol
+    max_iter = max_iter or SKLEARN_DEFAULTS[kind][1]
     if kind == "logreg":
-        return LogisticRegression(C=C, max_iter=1000, tol=1e-4, random_state=seed, warm_start=warm_start)
-    if kind == "svm":
-        return LinearSVC(C=C, max_iter=5000, random_state=seed)
-    raise FeatbenchError(f"unknown classifier '{kind}'; known: {', '.join(CLASSIFIERS)}")
+        return LogisticRegression(C=C, max_iter=max_iter, tol=tol, random_state=seed, warm_start=warm_start)
+    return LinearSVC(C=C, max_iter=max_iter, tol=tol, random_state=seed)
 
 
-def make_pipeline_for(kind: str, C: float = 1.0, seed: int = 0):
-    """Standardise, project onto the training rows' span, linear model: the whole classifier."""
-    return make_pipeline(StandardScaler(), RowSpan(), make_classifier(kind, C=C, seed=seed))
+def make_pipeline_for(kind: str, C: float = 1.0, seed: int = 0, tol: float | None = None,
+                      max_iter: int | None = None):
+    """Standardise, project onto the training rows' span, scikit-learn linear model."""
+    return make_pipeline(StandardScaler(), RowSpan(), make_classifier(kind, C=C, seed=seed, tol=tol, max_iter=max_iter))
 
 
-def _fold_scores(X, y, train, valid, kind, c_grid, seed) -> list[float]:
+@dataclass
+class _Settings:
+    kind: str
+    solver: str
+    tol: float
+    max_iter: int
+    seed: int
+    device: str
+
+    @property
+    def loss(self) -> str:
+        return "multinomial" if self.kind == "logreg" else "squared_hinge"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float64 if self.tol < FLOAT64_BELOW_TOL else torch.float32
+
+
+class _TorchPath:
+    """One training set (standardised and projected once) fitted along a C path with warm starts."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, st: _Settings) -> None:
+        self.prep = make_pipeline(StandardScaler(), RowSpan()).fit(X)
+        self.classes, codes = np.unique(y, return_inverse=True)
+        self.st = st
+        self.problem = probe.Problem(self.prep.transform(X), codes, len(self.classes), loss=st.loss,
+                                     device=probe.resolve_device(st.device), dtype=st.dtype,
+                                     orthogonal=self.prep[-1].components_ is not None)
+        self.solution: probe.Solution | None = None
+
+    def fit(self, C: float, warm: bool = True) -> probe.Solution:
+        self.solution = self.problem.solve(C, start=self.solution if warm else None, tol=self.st.tol,
+                                           max_iter=self.st.max_iter)
+        return self.solution
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        scores = self.problem.scores(self.prep.transform(X), self.solution)
+        return self.classes[scores.argmax(1).cpu().numpy()]
+
+
+def _fold_scores(X, y, train, valid, c_grid, st: _Settings) -> tuple[list[float], bool]:
+    """Validation accuracy at every C of ``c_grid`` (walked small to large, warm-started), and
+    whether every fit converged."""
+    scores, converged = {}, True
+    if st.solver == "torch":
+        path = _TorchPath(X[train], y[train], st)
+        for C in sorted(c_grid):
+            converged &= path.fit(C).converged
+            scores[C] = accuracy_score(y[valid], path.predict(X[valid]))
+        return [scores[C] for C in c_grid], converged
     prep = make_pipeline(StandardScaler(), RowSpan()).fit(X[train])
     Z_train, Z_valid = prep.transform(X[train]), prep.transform(X[valid])
-    model = make_classifier(kind, seed=seed, warm_start=True)
-    scores = {}
+    model = make_classifier(st.kind, seed=st.seed, warm_start=True, tol=st.tol, max_iter=st.max_iter)
     for C in sorted(c_grid):  # small C first: each fit starts from the smoother previous solution
         model.set_params(C=C).fit(Z_train, y[train])
+        converged &= _sklearn_iterations(model) < st.max_iter
         scores[C] = accuracy_score(y[valid], model.predict(Z_valid))
-    return [scores[C] for C in c_grid]
+    return [scores[C] for C in c_grid], converged
+
+
+def _sklearn_iterations(model) -> int:
+    return int(np.max(model.n_iter_))
 
 
 def fit_evaluate(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
                  kind: str = "logreg", seed: int = 0, c_grid: tuple[float, ...] = C_GRID,
-                 folds: int = 3, n_jobs: int = 1) -> Evaluation:
+                 folds: int = 3, n_jobs: int = 1, solver: str = "torch", tol: float | None = None,
+                 max_iter: int | None = None, device: str = "cpu") -> Evaluation:
     """Choose C by stratified CV on the training split, refit on all of it, score the test split.
 
     Ties in CV accuracy go to the first C of ``c_grid`` (as in scikit-learn's GridSearchCV).
+    ``tol``/``max_iter`` default to the solver's own (torch: ``probe.DEFAULT_TOL``; sklearn: the
+    settings featbench always used). ``device`` (torch solver): cpu, cuda, cuda:N or auto.
     """
     start = time.perf_counter()
     make_classifier(kind)  # unknown kind: fail before any work
+    if solver not in SOLVERS:
+        raise FeatbenchError(f"unknown solver '{solver}'; known: {', '.join(SOLVERS)}")
+    default_tol, default_max_iter = ((probe.DEFAULT_TOL, probe.DEFAULT_MAX_ITER) if solver == "torch"
+                                     else SKLEARN_DEFAULTS[kind])
+    st = _Settings(kind, solver, default_tol if tol is None else tol, max_iter or default_max_iter, seed, device)
     X_train = np.asarray(X_train, dtype=np.float32)
     y_train = np.asarray(y_train)
     _, counts = np.unique(y_train, return_counts=True)
     n_splits = int(min(folds, counts.min()))
+    converged = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if n_splits >= 2 and len(c_grid) > 1:
             cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
             per_fold = Parallel(n_jobs=n_jobs)(
-                delayed(_fold_scores)(X_train, y_train, tr, va, kind, c_grid, seed) for tr, va in cv.split(X_train, y_train))
-            mean = np.mean(per_fold, axis=0)
+                delayed(_fold_scores)(X_train, y_train, tr, va, c_grid, st) for tr, va in cv.split(X_train, y_train))
+            mean = np.mean([scores for scores, _ in per_fold], axis=0)
+            converged = all(ok for _, ok in per_fold)
             best = int(np.argmax(mean))
             C, cv_score = float(c_grid[best]), float(mean[best])
         else:  # too few images per class to cross-validate: the middle of the grid, recorded as such
             C, cv_score = float(c_grid[len(c_grid) // 2]), float("nan")
-        model = make_pipeline_for(kind, C=C, seed=seed).fit(X_train, y_train)
-    y_pred = model.predict(np.asarray(X_test, dtype=np.float32))
+        X_test = np.asarray(X_test, dtype=np.float32)
+        if solver == "torch":
+            path = _TorchPath(X_train, y_train, st)
+            final = path.fit(C, warm=False)
+            n_iter, converged = final.n_iter, converged and final.converged
+            y_pred = path.predict(X_test)
+        else:
+            model = make_pipeline_for(kind, C=C, seed=seed, tol=st.tol, max_iter=st.max_iter).fit(X_train, y_train)
+            n_iter = _sklearn_iterations(model[-1])
+            converged = converged and n_iter < st.max_iter
+            y_pred = model.predict(X_test)
     return Evaluation(classifier=kind, C=C, cv_score=cv_score,
                       top1=float(accuracy_score(y_test, y_pred)),
                       mean_class_acc=float(balanced_accuracy_score(y_test, y_pred)),
-                      fit_s=time.perf_counter() - start, y_pred=y_pred)
+                      fit_s=time.perf_counter() - start, y_pred=y_pred,
+                      solver=solver, tol=st.tol, max_iter=st.max_iter, n_iter=n_iter, converged=bool(converged))

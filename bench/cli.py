@@ -72,6 +72,9 @@ def run(
     threads: Optional[int] = typer.Option(None, min=1, help="Torch intra-op threads."),
     verify: bool = typer.Option(False, help="Check every image's sha256 against MANIFEST.tsv first."),
     report: bool = typer.Option(True, help="Write report.md / report.html at the end."),
+    solver: str = typer.Option("torch", help="Classifier solver: torch (L-BFGS to --tol, CPU or CUDA per --device) or sklearn (lbfgs/liblinear, the reference)."),
+    tol: Optional[float] = typer.Option(None, min=0.0, help="Solver tolerance: largest absolute gradient entry at convergence (default: torch 1e-5, sklearn 1e-4)."),
+    max_iter: Optional[int] = typer.Option(None, min=1, help="Iteration cap per fit (default: torch 1000; sklearn 1000 logreg, 5000 svm)."),
 ) -> None:
     """Run a suite: extract features, fit the linear classifier, write results and a report."""
     from featbench.runner import RunOptions, Runner
@@ -95,7 +98,8 @@ def run(
         s.seed = seed
     options = RunOptions(out=out, data_roots=_data_roots(data_root, s.data_root), device=device, strict=strict,
                          quiet=quiet, cache_dir=cache_dir, use_cache=not no_cache, batch_size=batch_size,
-                         num_workers=workers, threads=threads, verify=verify, report=report)
+                         num_workers=workers, threads=threads, verify=verify, report=report,
+                         solver=solver, tol=tol, max_iter=max_iter)
     runner = Runner(s, options, command=["featbench", *sys.argv[1:]])
     out_dir = runner.run()
     if report:

@@ -20,7 +20,7 @@ import numpy as np
 import featbench
 from featbench import adaptation
 from featbench.cache import FeatureCache, atomic_write_bytes
-from featbench.classifier import CLASSIFIERS, fit_evaluate
+from featbench.classifier import CLASSIFIERS, SOLVERS, fit_evaluate
 from featbench.datasets.folder import ImageRecord
 from featbench.datasets.tasks import Task, resolve_task
 from featbench.errors import FeatbenchError
@@ -36,6 +36,10 @@ RESULT_COLUMNS = [
     # added after schema v1 (additive): where img_per_s comes from: 'measured' in this run, or
     # 'cache' (recorded when the cached features were computed)
     "img_per_s_source",
+    # the classifier's solver: 'torch' (featbench.probe, L-BFGS) or 'sklearn'; its gradient tolerance,
+    # iteration cap, iterations of the final fit, and whether every fit (CV and final) reached tol.
+    # Records without them were fitted by sklearn at tol=1e-4 (no convergence check).
+    "solver", "tol", "max_iter", "n_iter", "converged",
 ]
 
 
@@ -54,6 +58,9 @@ class RunOptions:
     verify: bool = False
     report: bool = True
     n_jobs: int = 1
+    solver: str = "torch"
+    tol: float | None = None  # None: the solver's default
+    max_iter: int | None = None
 
 
 @dataclasses.dataclass
@@ -109,6 +116,8 @@ class Runner:
 
     # -- setup: every input problem is reported before any work starts ---------------------
     def resolve(self) -> tuple[list[tuple[Task, list[str]]], list[Extractor]]:
+        if self.opt.solver not in SOLVERS:
+            raise FeatbenchError(f"unknown solver '{self.opt.solver}'; known: {', '.join(SOLVERS)}")
         for clf in self.suite.classifiers:
             if clf not in CLASSIFIERS:
                 raise FeatbenchError(f"unknown classifier '{clf}'; known: {', '.join(CLASSIFIERS)}")
@@ -172,6 +181,10 @@ class Runner:
                 start = time.perf_counter()
         self.cache.record_speed(speed_ns, stats.n_computed, stats.seconds, self._device(extractor))
         return feats, stats
+
+    def _probe_device(self) -> str:
+        """The classifier runs where the extractors do: ``--device`` (auto: CUDA when present)."""
+        return self.opt.device
 
     @staticmethod
     def _device(ex: Extractor) -> str:
@@ -251,7 +264,9 @@ class Runner:
             for method in methods:
                 X_train, y_train, X_test = adaptation.apply(method, Xs, ys, Xt_lab, yt_lab, Xt_test, seed=seed)
                 for clf in self.suite.classifiers:
-                    ev = fit_evaluate(X_train, y_train, X_test, yt_test, kind=clf, seed=seed, n_jobs=self.opt.n_jobs)
+                    ev = fit_evaluate(X_train, y_train, X_test, yt_test, kind=clf, seed=seed, n_jobs=self.opt.n_jobs,
+                                      solver=self.opt.solver, tol=self.opt.tol, max_iter=self.opt.max_iter,
+                                      device=self._probe_device())
                     row = {
                         "schema_version": featbench.RESULT_SCHEMA_VERSION, "featbench_version": featbench.__version__,
                         "run_id": self.run_id, "suite": self.suite.name, "task": task.name, "family": task.family,
@@ -265,6 +280,8 @@ class Runner:
                         "dim": int(X_train.shape[1]), "extract_s": round(stats.seconds, 4),
                         "img_per_s": stats.img_per_s, "fit_s": round(ev.fit_s, 4),
                         "device": self._device(ex), "img_per_s_source": stats.img_per_s_source,
+                        "solver": ev.solver, "tol": ev.tol, "max_iter": ev.max_iter, "n_iter": ev.n_iter,
+                        "converged": ev.converged,
                     }
                     self._append_row(row, task, split, ev.y_pred, yt_test, classes)
                     bar.update()

@@ -4,10 +4,10 @@
 * ``logreg``: multinomial logistic regression (L2, intercept not penalised; scikit-learn's
   ``LogisticRegression`` objective, the DeCAF convention); ``svm``: one-vs-rest linear SVM
   (squared hinge, L2, ``LinearSVC``'s objective and C).
-* Solver (``solver=``): ``torch`` (default), :mod:`featbench.probe`'s full-batch L-BFGS run to a
-  gradient tolerance (``tol``, the largest absolute gradient entry of the objective scaled as
-  scikit-learn scales it), on CPU or CUDA; or ``sklearn`` (lbfgs / liblinear at ``tol``), kept as
-  the reference and for old records (they were fitted with it at ``tol=1e-4``).
+* Solver (``solver=``): ``torch`` (default), :mod:`featbench.probe`'s full-batch L-BFGS run until
+  the largest absolute gradient entry of ``C * sum(loss) + 0.5 ||W||^2`` is at most ``tol``, on
+  CPU or CUDA; or ``sklearn`` (lbfgs / liblinear at their own ``tol``), kept as the reference and
+  for old records (they were fitted with it at ``tol=1e-4``).
 * C is chosen by stratified k-fold cross-validation on the training split over a log grid
   (``C_GRID``); the fold count shrinks to the smallest class size when classes are tiny.
 * Scores: top-1 accuracy and mean per-class accuracy (the mean of per-class recalls, the
@@ -54,8 +54,6 @@ CLASSIFIERS = ("logreg", "svm")
 SOLVERS = ("torch", "sklearn")
 #: scikit-learn's settings as featbench used them before the torch solver (records up to schema v1)
 SKLEARN_DEFAULTS = {"logreg": (1e-4, 1000), "svm": (1e-4, 5000)}  # (tol, max_iter)
-#: below this tolerance the torch solver iterates in float64 (float32 gradients are good to ~1e-7)
-FLOAT64_BELOW_TOL = 1e-5
 
 
 @dataclass
@@ -100,7 +98,8 @@ class RowSpan(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
-        X = np.asarray(X, dtype=np.float32)
+        X = np.asarray(X)
+        X = X if X.dtype == np.float64 else X.astype(np.float32)  # float64 stays (sklearn reference fits)
         return X if self.components_ is None else X @ self.components_
 
 
@@ -132,12 +131,14 @@ class _Settings:
     device: str
 
     @property
-    def loss(self) -> str:
-        return "multinomial" if self.kind == "logreg" else "squared_hinge"
+    def sklearn_dtype(self) -> type:
+        """scikit-learn fits in the features' dtype; in float32 its lbfgs cannot resolve gradients
+        much below its default tolerance, so a tighter (reference) fit gets float64 features."""
+        return np.float64 if self.tol < SKLEARN_DEFAULTS[self.kind][0] else np.float32
 
     @property
-    def dtype(self) -> torch.dtype:
-        return torch.float64 if self.tol < FLOAT64_BELOW_TOL else torch.float32
+    def loss(self) -> str:
+        return "multinomial" if self.kind == "logreg" else "squared_hinge"
 
 
 class _TorchPath:
@@ -148,7 +149,7 @@ class _TorchPath:
         self.classes, codes = np.unique(y, return_inverse=True)
         self.st = st
         self.problem = probe.Problem(self.prep.transform(X), codes, len(self.classes), loss=st.loss,
-                                     device=probe.resolve_device(st.device), dtype=st.dtype,
+                                     device=probe.resolve_device(st.device),
                                      orthogonal=self.prep[-1].components_ is not None)
         self.solution: probe.Solution | None = None
 
@@ -157,8 +158,12 @@ class _TorchPath:
                                            max_iter=self.st.max_iter)
         return self.solution
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        scores = self.problem.scores(self.prep.transform(X), self.solution)
+    def transform(self, X: np.ndarray) -> torch.Tensor:
+        """Rows standardised and projected like the training rows (do it once per evaluation set)."""
+        return torch.from_numpy(self.prep.transform(X))
+
+    def predict(self, Z: torch.Tensor) -> np.ndarray:
+        scores = self.problem.scores(Z, self.solution)
         return self.classes[scores.argmax(1).cpu().numpy()]
 
 
@@ -168,12 +173,13 @@ def _fold_scores(X, y, train, valid, c_grid, st: _Settings) -> tuple[list[float]
     scores, converged = {}, True
     if st.solver == "torch":
         path = _TorchPath(X[train], y[train], st)
+        Z_valid = path.transform(X[valid])
         for C in sorted(c_grid):
             converged &= path.fit(C).converged
-            scores[C] = accuracy_score(y[valid], path.predict(X[valid]))
+            scores[C] = accuracy_score(y[valid], path.predict(Z_valid))
         return [scores[C] for C in c_grid], converged
     prep = make_pipeline(StandardScaler(), RowSpan()).fit(X[train])
-    Z_train, Z_valid = prep.transform(X[train]), prep.transform(X[valid])
+    Z_train, Z_valid = (prep.transform(X[rows]).astype(st.sklearn_dtype) for rows in (train, valid))
     model = make_classifier(st.kind, seed=st.seed, warm_start=True, tol=st.tol, max_iter=st.max_iter)
     for C in sorted(c_grid):  # small C first: each fit starts from the smoother previous solution
         model.set_params(C=C).fit(Z_train, y[train])
@@ -225,12 +231,13 @@ def fit_evaluate(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
             path = _TorchPath(X_train, y_train, st)
             final = path.fit(C, warm=False)
             n_iter, converged = final.n_iter, converged and final.converged
-            y_pred = path.predict(X_test)
+            y_pred = path.predict(path.transform(X_test))
         else:
-            model = make_pipeline_for(kind, C=C, seed=seed, tol=st.tol, max_iter=st.max_iter).fit(X_train, y_train)
+            model = make_pipeline_for(kind, C=C, seed=seed, tol=st.tol, max_iter=st.max_iter)
+            model.fit(X_train.astype(st.sklearn_dtype), y_train)
             n_iter = _sklearn_iterations(model[-1])
             converged = converged and n_iter < st.max_iter
-            y_pred = model.predict(X_test)
+            y_pred = model.predict(X_test.astype(st.sklearn_dtype))
     return Evaluation(classifier=kind, C=C, cv_score=cv_score,
                       top1=float(accuracy_score(y_test, y_pred)),
                       mean_class_acc=float(balanced_accuracy_score(y_test, y_pred)),

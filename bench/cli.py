@@ -73,7 +73,7 @@ def run(
     verify: bool = typer.Option(False, help="Check every image's sha256 against MANIFEST.tsv first."),
     report: bool = typer.Option(True, help="Write report.md / report.html at the end."),
     solver: str = typer.Option("torch", help="Classifier solver: torch (L-BFGS to --tol, CPU or CUDA per --device) or sklearn (lbfgs/liblinear, the reference)."),
-    tol: Optional[float] = typer.Option(None, min=0.0, help="Solver tolerance: largest absolute gradient entry at convergence (default: torch 1e-5, sklearn 1e-4)."),
+    tol: Optional[float] = typer.Option(None, min=0.0, help="Solver tolerance (torch: largest absolute gradient entry of C*sum(loss)+0.5|W|^2, default 1e-4; sklearn: its own tol, default 1e-4)."),
     max_iter: Optional[int] = typer.Option(None, min=1, help="Iteration cap per fit (default: torch 1000; sklearn 1000 logreg, 5000 svm)."),
 ) -> None:
     """Run a suite: extract features, fit the linear classifier, write results and a report."""

@@ -9,13 +9,18 @@ Two models, the same ones scikit-learn fits, with the same C convention:
   LinearSVC penalises its intercept (it is a constant feature of value 1), so this does too. The
   k binary problems are independent; they are solved as one sum.
 
-The solver minimises the objective divided by ``C * n`` (a mean loss plus ``||W||^2 / (2 C n)``:
-scikit-learn's own scaling), so ``tol`` means what scikit-learn's lbfgs ``tol`` means: **converged
-when the largest absolute entry of the gradient (weights and intercept) is at most ``tol``**.
-That test is made on every evaluation, including those inside the strong-Wolfe line search of
-``torch.optim.LBFGS``; the first point that passes is the answer. A fit that stops for another
-reason (``max_iter`` iterations, or no more progress in floating point) is reported with
-``converged=False``.
+Convergence: **a fit has converged when the largest absolute entry of the gradient of the
+objective as written above (weights and intercept) is at most ``tol``**. The objective is
+1-strongly convex in ``W`` (its penalty is ``0.5 ||W||^2``), so ``||W - W*||_2 <= ||grad||_2``:
+the test bounds the distance to the optimum, at every C alike. (scikit-learn's lbfgs tests the
+gradient of the objective divided by ``C * n``, which at large C lets a fit stop far from the
+optimum.) Where ``C * n`` is so large that ``tol`` would ask for a scaled gradient below
+``SCALED_FLOOR`` (1e-8, what scikit-learn's converged reference ``tol=1e-8`` asks; float64
+line searches stop resolving objective changes near 1e-9), that floor is the test instead. The test is made on every evaluation, including those inside the strong-Wolfe line
+search of ``torch.optim.LBFGS``; the first point that passes is the answer. A fit that stops for
+another reason (``max_iter`` iterations, or no more progress in floating point) is reported with
+``converged=False``. Internally the objective is divided by ``C * n`` (a mean loss plus
+``||W||^2 / (2 C n)``), which keeps its values near 1 whatever C and n.
 
 Conditioning. L-BFGS on raw features needs hundreds of iterations at large C. The weights are
 reparametrised, which changes neither the objective nor its optimum: ``W = Q (V * p)``, where
@@ -25,9 +30,10 @@ coordinates are orthogonal) and ``p = 1/sqrt(h)`` rescales each direction by the
 curvature ``h_j = s_j^2 / (4 n) + 1 / (C n)`` (``s_j^2`` its sum of squares). ``||W|| = ||V p||``,
 so the penalty is unchanged; L-BFGS simply sees a nearly isotropic problem.
 
-Precision: the iterations run in float32 by default; the eigendecomposition is float64. float32
-evaluates the gradient to about ``1e-7`` (relative), so ``tol`` below about ``1e-6`` needs
-``dtype=torch.float64`` (the tests compare with scikit-learn at ``tol=1e-8`` that way).
+Precision: the iterations run in float32 first; the eigendecomposition is float64. float32
+evaluates the scaled gradient to about ``1e-7``, i.e. the unscaled one to about ``1e-7 * C * n``;
+a float32 run that stalls above ``tol`` (large C, many rows) is finished in float64 from where it
+stopped. ``dtype=torch.float64`` iterates in float64 throughout.
 
 Memory: the loss and gradient are summed over row blocks of at most ``block_rows`` rows, so the
 n x k logits never exist at once (the same full-batch gradient, the same optimum). The data stay
@@ -43,8 +49,10 @@ import numpy as np
 import torch
 
 LOSSES = ("multinomial", "squared_hinge")
-DEFAULT_TOL = 1e-5
+DEFAULT_TOL = 1e-4
 DEFAULT_MAX_ITER = 1000
+#: the scaled gradient below which float64 line searches stop resolving objective changes
+SCALED_FLOOR = 1e-8
 BLOCK_BYTES = 256 * 2**20  # target size of one block's logits-shaped temporaries
 
 
@@ -58,7 +66,7 @@ class Solution:
     b: torch.Tensor  # [k]
     n_iter: int
     converged: bool
-    grad_max: float
+    grad_max: float  # largest absolute gradient entry of the unscaled objective
     objective: float  # the scaled objective (divided by C * n)
 
 
@@ -83,12 +91,11 @@ class Problem:
             Z = Z.to(self.device)
         self.Z = Z
         self.y = torch.as_tensor(np.asarray(y), dtype=torch.long).to(self.device)
-        gram = self._gram() if not orthogonal else None
-        if orthogonal:
-            self.Q = None
+        self.Q, self.s2 = None, None  # the L-BFGS basis (the squared hinge's Newton needs none)
+        if loss == "multinomial" and orthogonal:
             self.s2 = torch.stack([(self._block(s, torch.float64) ** 2).sum(0) for s in self._slices()]).sum(0)
-        else:
-            s2, self.Q = torch.linalg.eigh(gram)  # float64, kept so; cast per solve
+        elif loss == "multinomial":
+            s2, self.Q = torch.linalg.eigh(self._gram())  # float64, kept so; cast per solve
             self.s2 = s2.clamp_min(0)
 
     # -- data access ------------------------------------------------------------------------
@@ -149,6 +156,8 @@ class Problem:
         are carried over, since the scaling depends on C) or from zero. A float32 run that stops
         short of ``tol`` (rounding noise in the gradient) is finished in float64 from where it got."""
         with torch_threads(self.threads_for_size()):
+            if self.loss == "squared_hinge":
+                return self._newton(C, start, tol, max_iter)
             sol = self._lbfgs(C, start, tol, max_iter, history, self.dtype)
             if not sol.converged and self.dtype != torch.float64 and sol.n_iter < max_iter:
                 polish = self._lbfgs(C, sol, tol, max_iter - sol.n_iter, history, torch.float64)
@@ -185,9 +194,9 @@ class Problem:
                 M = V * p[:, None]
                 W, b = (M if Q is None else Q @ M), vb * pb
                 value, gW, gb = self.value_and_grad(W, b, C, dtype)
-                gmax = float(max(gW.abs().max(), gb.abs().max()))
+                gmax = float(max(gW.abs().max(), gb.abs().max())) * C * self.n  # of the unscaled objective
                 last.update(W=W.clone(), b=b.clone(), value=value, gmax=gmax)
-                if gmax <= tol:
+                if gmax <= max(tol, SCALED_FLOOR * C * self.n):
                     raise _Converged
                 gM = gW if Q is None else Q.T @ gW
                 V.grad, vb.grad = gM * p[:, None], gb * pb
@@ -202,11 +211,96 @@ class Problem:
         return Solution(W=last["W"], b=last["b"], n_iter=int(n_iter), converged=converged,
                         grad_max=last["gmax"], objective=last["value"])
 
+    def _newton(self, C: float, start: Solution | None, tol: float, max_iter: int,
+                cg_iter: int = 100) -> Solution:
+        """Squared hinge: truncated (generalised) Newton with preconditioned conjugate gradients and a
+        backtracking line search, in float64 (liblinear's primal method). L-BFGS needs thousands
+        of iterations on this piecewise-quadratic objective at large C; Newton needs tens. The
+        k one-vs-rest problems are independent, so CG runs on each column of the block at once."""
+        dt = torch.float64
+        W = torch.zeros(self.d, self.k, dtype=dt, device=self.device) if start is None else start.W.to(dt).clone()
+        b = torch.zeros(self.k, dtype=dt, device=self.device) if start is None else start.b.to(dt).clone()
+        cn = C * self.n
+        stop = max(tol, SCALED_FLOOR * cn)
+        n_iter, converged = 0, False
+        value, gW, gb = self.value_and_grad(W, b, C, dt)
+        while True:
+            gW, gb = gW * cn, gb * cn  # the unscaled objective's gradient
+            gmax = float(max(gW.abs().max(), gb.abs().max()))
+            if gmax <= stop or n_iter >= max_iter:
+                converged = gmax <= stop
+                break
+            active = self._active_mask(W, b)
+            # Jacobi preconditioner: the Hessian's diagonal 1 + 2C sum_active z^2 (the intercept: 1 + 2C |active|)
+            pre_W = 1 + 2 * C * self._blocks_sum(lambda zb, ab: (zb * zb).T @ ab.to(dt), active, (self.d, self.k))
+            pre_b = 1 + 2 * C * active.sum(0).to(dt)
+            sW, sb = _pcg(lambda vW, vb: self._hess_vec(vW, vb, C, active), -gW, -gb, pre_W, pre_b, cg_iter,
+                          eta=min(0.5, math.sqrt(gmax / max(gmax, 1.0))))
+            slope = float((gW * sW).sum() + (gb * sb).sum())
+            step = 1.0
+            for _ in range(30):  # Armijo backtracking on the unscaled objective
+                new_value, nW, nb = self.value_and_grad(W + step * sW, b + step * sb, C, dt)
+                if new_value * cn <= value * cn + 1e-4 * step * slope:
+                    break
+                step /= 2
+            W, b, value, gW, gb = W + step * sW, b + step * sb, new_value, nW, nb
+            n_iter += 1
+        return Solution(W=W, b=b, n_iter=n_iter, converged=converged, grad_max=gmax, objective=value)
+
+    def _active_mask(self, W, b) -> torch.Tensor:
+        """``[n, k]``: where the one-vs-rest margin ``t (z w + b)`` is below 1."""
+        parts = []
+        for s in self._slices():
+            scores = self._block(s, W.dtype) @ W + b
+            t = torch.full_like(scores, -1.0)
+            t[torch.arange(len(scores), device=self.device), self.y[s]] = 1.0
+            parts.append(t * scores < 1)
+        return torch.cat(parts)
+
+    def _blocks_sum(self, fn, active, shape) -> torch.Tensor:
+        out = torch.zeros(shape, dtype=torch.float64, device=self.device)
+        for s in self._slices():
+            out += fn(self._block(s, torch.float64), active[s])
+        return out
+
+    def _hess_vec(self, vW, vb, C, active):
+        """The generalised Hessian of the unscaled squared-hinge objective times ``(vW, vb)``."""
+        hW, hb = vW.clone(), vb.clone()
+        for s in self._slices():
+            zb = self._block(s, vW.dtype)
+            u = (zb @ vW + vb) * active[s]
+            hW += 2 * C * (zb.T @ u)
+            hb += 2 * C * u.sum(0)
+        return hW, hb
+
     def scores(self, Z, sol: Solution) -> torch.Tensor:
         Z = torch.as_tensor(Z)
-        return torch.cat([Z[s].to(self.device, sol.W.dtype) @ sol.W + sol.b
-                          for s in (slice(i, i + self.block_rows) for i in range(0, len(Z), self.block_rows))]
-                         or [torch.zeros(0, self.k)])
+        with torch_threads(self.threads_for_size()):
+            return torch.cat([Z[s].to(self.device, sol.W.dtype) @ sol.W + sol.b
+                              for s in (slice(i, i + self.block_rows) for i in range(0, len(Z), self.block_rows))]
+                             or [torch.zeros(0, self.k)])
+
+
+def _pcg(hess_vec, rW, rb, pre_W, pre_b, max_iter: int, eta: float):
+    """Solve ``H x = r`` column by column (independent systems sharing one batched H-product) by
+    preconditioned CG, until each column's residual is below ``eta`` times its start."""
+    xW, xb = torch.zeros_like(rW), torch.zeros_like(rb)
+    zW, zb = rW / pre_W, rb / pre_b
+    pW, pb = zW.clone(), zb.clone()
+    rz = (rW * zW).sum(0) + rb * zb
+    goal = eta * ((rW * rW).sum(0) + rb * rb).sqrt()
+    for _ in range(max_iter):
+        hW, hb = hess_vec(pW, pb)
+        alpha = rz / ((pW * hW).sum(0) + pb * hb).clamp_min(1e-300)
+        xW, xb = xW + alpha * pW, xb + alpha * pb
+        rW, rb = rW - alpha * hW, rb - alpha * hb
+        if bool((((rW * rW).sum(0) + rb * rb).sqrt() <= goal).all()):
+            break
+        zW, zb = rW / pre_W, rb / pre_b
+        rz_new = (rW * zW).sum(0) + rb * zb
+        beta = rz_new / rz.clamp_min(1e-300)
+        pW, pb, rz = zW + beta * pW, zb + beta * pb, rz_new
+    return xW, xb
 
 
 @contextlib.contextmanager

@@ -213,6 +213,32 @@ def speed_cmd(
     raise typer.Exit(code)
 
 
+@app.command("probe-bench")
+@user_errors
+def probe_bench_cmd(
+    rows: str = typer.Option("10000,100000", help="Comma-separated row counts n."),
+    dim: int = typer.Option(1280, min=1, help="Feature dimensions d."),
+    classes: int = typer.Option(1000, min=2, help="Classes k."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+    c: float = typer.Option(1.0, "--C", min=0.0, help="The penalty C of the one fit per size."),
+    tol: float = typer.Option(1e-4, min=0.0, help="Gradient tolerance (featbench.probe)."),
+    max_iter: int = typer.Option(1000, min=1, help="Iteration cap (small: time per iteration only)."),
+) -> None:
+    """Time the linear probe on seeded synthetic data as n grows: fit s, iterations, s/iteration, peak memory."""
+    from featbench.probe_bench import markdown, run
+
+    sizes = [int(v) for v in _split(rows) or []]
+    if not sizes or min(sizes) < classes:
+        raise FeatbenchError(f"--rows: give row counts of at least --classes ({classes}), e.g. 10000,100000")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise FeatbenchError(f"--device {device}: CUDA is not available")
+    table = run(sizes, dim, classes, device=device, C=c, tol=tol, max_iter=max_iter, echo=typer.echo)
+    typer.echo(markdown(table))
+
+
 @results_app.command("add")
 @user_errors
 def results_add(run_dirs: List[Path] = typer.Argument(..., help="Run folders whose records join the corpus."),

@@ -239,6 +239,15 @@ def probe_bench_cmd(
     typer.echo(markdown(table))
 
 
+@app.command("gpu-check")
+@user_errors
+def gpu_check_cmd(out: Path = typer.Option(Path("featbench-gpu-check"), help="Folder for gpu-check.md and the speed files.")) -> None:
+    """On a GPU machine: the CNN speed table and e2e/synthetic ratio on CUDA, the probe up to 1.28M x 1280 x 1000; one note."""
+    from featbench.gpu_check import gpu_check
+
+    raise typer.Exit(gpu_check(out, echo=typer.echo))
+
+
 @results_app.command("add")
 @user_errors
 def results_add(run_dirs: List[Path] = typer.Argument(..., help="Run folders whose records join the corpus."),

@@ -114,3 +114,47 @@ def test_unknown_solver():
     X, y = _blobs()
     with pytest.raises(FeatbenchError, match="unknown solver 'newton'"):
         fit_evaluate(X, y, X, y, solver="newton")
+
+
+def test_probe_bench_command_reports_each_size(tmp_path):
+    from typer.testing import CliRunner
+
+    from featbench.cli import app
+
+    result = CliRunner().invoke(app, ["probe-bench", "--rows", "600,300", "--dim", "16", "--classes", "3"])
+    assert result.exit_code == 0, result.output
+    table = [ln for ln in result.output.splitlines() if ln.startswith("| 300 ") or ln.startswith("| 600 ")]
+    assert [ln.split("|")[1].strip() for ln in table] == ["300", "600"]  # increasing n
+    assert all("| True |" in ln for ln in table)  # converged
+    bad = CliRunner().invoke(app, ["probe-bench", "--rows", "2", "--classes", "3"])
+    assert bad.exit_code == 2 and "--rows" in bad.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path of gpu-check; on a GPU it measures for minutes")
+def test_gpu_check_on_a_cpu_machine_says_so(tmp_path):
+    from typer.testing import CliRunner
+
+    from featbench.cli import app
+
+    result = CliRunner().invoke(app, ["gpu-check", "--out", str(tmp_path)])
+    assert result.exit_code == 0 and "No CUDA GPU on this machine" in result.output
+    assert "nothing measured" in (tmp_path / "gpu-check.md").read_text()
+
+
+def test_runner_records_the_solver(tmp_path):
+    import pandas as pd
+
+    from featbench.runner import RunOptions, Runner
+    from featbench.suite import Suite, TaskSpec
+
+    from helpers import make_texture_folder
+
+    make_texture_folder(tmp_path / "textures")
+    suite = Suite(name="t", tasks=[TaskSpec(name="textures")], extractors=["hog:size=32"], classifiers=["logreg", "svm"])
+    Runner(suite, RunOptions(out=tmp_path / "out", data_roots=[str(tmp_path)], cache_dir=str(tmp_path / "c"),
+                             quiet=True, report=False, device="cpu"), command=["test"]).run()
+    df = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert list(df.solver) == ["torch", "torch"] and (df.tol == probe.DEFAULT_TOL).all()
+    assert (df.max_iter == probe.DEFAULT_MAX_ITER).all() and (df.n_iter > 0).all() and df.converged.all()
+    with pytest.raises(FeatbenchError, match="unknown solver 'newton'"):
+        Runner(suite, RunOptions(out=tmp_path / "o2", data_roots=[str(tmp_path)], solver="newton"), command=["t"]).resolve()

@@ -45,6 +45,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
+from threadpoolctl import threadpool_limits
 
 from featbench import probe
 from featbench.errors import FeatbenchError
@@ -72,6 +73,12 @@ class Evaluation:
     converged: bool = True  # every fit of the evaluation (CV and final) reached tol
 
 
+def _blas_threads_for(flops: float):
+    """One BLAS thread for small products (as :meth:`featbench.probe.Problem.threads_for_size`):
+    below ~1 GFLOP, thread start-up and, on a shared machine, spinning threads cost more than they save."""
+    return threadpool_limits(1 if flops < 1e9 else None)
+
+
 class RowSpan(TransformerMixin, BaseEstimator):
     """Project rows onto the span of the training rows when ``d > n``; otherwise pass through.
 
@@ -89,7 +96,8 @@ class RowSpan(TransformerMixin, BaseEstimator):
             self.components_ = None
             return self
         X64 = X.astype(np.float64, copy=False)
-        eigval, eigvec = np.linalg.eigh(X64 @ X64.T)
+        with _blas_threads_for(n * n * d):
+            eigval, eigvec = np.linalg.eigh(X64 @ X64.T)
         sing = np.sqrt(np.clip(eigval, 0.0, None))
         keep = sing > self.rtol * sing.max() if sing.max() > 0 else np.zeros_like(sing, bool)
         keep[np.argmax(sing)] = True  # always at least one direction
@@ -100,7 +108,10 @@ class RowSpan(TransformerMixin, BaseEstimator):
     def transform(self, X):
         X = np.asarray(X)
         X = X if X.dtype == np.float64 else X.astype(np.float32)  # float64 stays (sklearn reference fits)
-        return X if self.components_ is None else X @ self.components_
+        if self.components_ is None:
+            return X
+        with _blas_threads_for(2 * X.size * self.components_.shape[1]):
+            return X @ self.components_
 
 
 def make_classifier(kind: str, C: float = 1.0, seed: int = 0, warm_start: bool = False,

@@ -32,9 +32,15 @@ column records.
   ``Xs Ps M``, target rows (labelled and test) ``Xt Pt``. ``d`` defaults to 80 and is capped at
   the rank available (``min(ns, nt) - 1`` and D). The principal directions come from a thin SVD
   (from the Gram matrix when D > n), with a fixed sign convention so runs repeat exactly.
+  ``space="feature"`` returns ``Xs Ps M Pt^T`` and ``Xt Pt Pt^T`` instead (same distances; see
+  the function's docstring for why a standardising classifier cares).
 
 CORAL and SA use the unlabelled target test features (transductively, as both papers do),
-never their labels.
+never their labels. Both take ``zscore=false`` (``"sa:d=80,zscore=false"``) to skip their own
+per-domain z-scoring and use the features as given: the published Office-Caltech-10 protocols
+z-score each *whole* domain once before the source is sampled (``precomputed:zscore=domain``),
+whereas z-scoring a sampled source of 80-200 rows again divides sparse columns by tiny sample
+standard deviations.
 """
 from __future__ import annotations
 
@@ -44,6 +50,8 @@ from typing import Any, Callable
 import numpy as np
 
 from featbench.errors import FeatbenchError
+from featbench.options import parse_options
+from featbench.registry import Registry
 
 Method = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -51,57 +59,33 @@ Method = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
 DIRECT_MAX_DIM = 2048
 
 
-class _MethodRegistry(dict):
-    """name -> function; ``spec in METHODS`` also accepts ``"name:key=value,..."`` specs."""
-
-    def __contains__(self, spec: object) -> bool:
-        if not isinstance(spec, str):
-            return False
-        try:
-            name, _ = parse_method(spec)
-        except FeatbenchError:
-            return False
-        return dict.__contains__(self, name)
-
-
-METHODS: dict[str, Method] = _MethodRegistry()
-#: methods that need labelled target images (Split.target_train)
-NEEDS_TARGET_LABELS: set[str] = set()
+#: name -> method function; ``needs_target_labels`` in each entry's metadata
+METHODS: Registry[Method] = Registry("adaptation method")
 
 
 def method(name: str, needs_target_labels: bool = False) -> Callable[[Method], Method]:
-    def deco(fn: Method) -> Method:
-        METHODS[name] = fn
-        if needs_target_labels:
-            NEEDS_TARGET_LABELS.add(name)
-        return fn
-    return deco
-
-
-def _value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
+    return METHODS.register(name, needs_target_labels=needs_target_labels)
 
 
 def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"sa:d=100"`` -> ``("sa", {"d": 100})``."""
+    """``"sa:d=100"`` -> ``("sa", {"d": 100})`` (the option grammar of :mod:`featbench.options`)."""
     name, _, rest = spec.strip().partition(":")
-    opts: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise FeatbenchError(f"adaptation method '{spec}': options are written key=value")
-        opts[key.strip()] = _value(value.strip())
-    return name, opts
+    return name, parse_options(rest, f"adaptation method '{spec}'")
+
+
+def is_method(spec: object) -> bool:
+    """True for a known method name or ``"name:key=value,..."`` spec."""
+    if not isinstance(spec, str):
+        return False
+    try:
+        return parse_method(spec)[0] in METHODS
+    except FeatbenchError:
+        return False
 
 
 def method_options(name: str) -> dict[str, Any]:
     """A method's options and their defaults."""
-    sig = inspect.signature(dict.__getitem__(METHODS, name))
+    sig = inspect.signature(METHODS.get(name))
     return {p.name: p.default for p in list(sig.parameters.values())[6:]
             if p.kind is p.KEYWORD_ONLY or p.default is not p.empty}
 
@@ -109,14 +93,14 @@ def method_options(name: str) -> dict[str, Any]:
 def check(spec: str, has_target_labels: bool | None = None) -> None:
     """Raise a FeatbenchError for an unknown method or option, or (when known) missing target labels."""
     name, opts = parse_method(spec)
-    if not dict.__contains__(METHODS, name):
+    if name not in METHODS:
         raise FeatbenchError(f"unknown adaptation method '{spec}'; known: {', '.join(sorted(METHODS))}")
     known = method_options(name)
     bad = sorted(set(opts) - set(known))
     if bad:
         raise FeatbenchError(f"adaptation method '{name}': unknown option(s) {', '.join(bad)}; "
                              f"known: {', '.join(sorted(known)) or 'none'}")
-    if has_target_labels is False and name in NEEDS_TARGET_LABELS:
+    if has_target_labels is False and METHODS.entry(name).meta["needs_target_labels"]:
         raise FeatbenchError(f"adaptation method '{name}' needs labelled target images; "
                              "use the 'source+target' protocol")
 
@@ -124,7 +108,7 @@ def check(spec: str, has_target_labels: bool | None = None) -> None:
 def apply(name: str, Xs, ys, Xt_lab, yt_lab, Xt_test, seed: int = 0):
     check(name)
     base, opts = parse_method(name)
-    return METHODS[base](Xs, ys, Xt_lab, yt_lab, Xt_test, seed=seed, **opts)
+    return METHODS.get(base)(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=seed, **opts)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -234,6 +218,7 @@ def subspace_alignment_bases(Xs: np.ndarray, Xt: np.ndarray, d: int) -> tuple[np
 
 @method("none")
 def no_adaptation(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0):
+    """The protocol's own training set as is (source-only, or source+target)."""
     return np.concatenate([Xs, Xt_lab]), np.concatenate([ys, yt_lab]), Xt_test
 
 
@@ -253,21 +238,44 @@ def feature_augmentation(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0):
     return _out(X_train, np.concatenate([ys, yt_lab]), aug(Xt_test, False))
 
 
+def _domains(Xs, Xt_lab, Xt_test, zscore, name):
+    """Per-domain z-scoring (the default), or the features as given (``zscore=false``: the published
+    protocols z-score every whole domain before the source is sampled; see ``precomputed:zscore=domain``)."""
+    if not isinstance(zscore, bool):
+        raise FeatbenchError(f"{name}: zscore must be true or false, not {zscore!r}")
+    if zscore:
+        return _zscore_domains(Xs, Xt_lab, Xt_test)
+    Xs, Xt_lab, Xt_test = _f64(Xs), _f64(Xt_lab), _f64(Xt_test)
+    if Xt_lab.ndim != 2 or Xt_lab.shape[1] != Xs.shape[1]:
+        Xt_lab = np.zeros((0, Xs.shape[1]))
+    return Xs, Xt_lab, Xt_test
+
+
 @method("coral")
-def coral(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0, eps=1.0):
+def coral(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0, eps=1.0, zscore=True):
     """Sun et al. (2016) on per-domain z-scored features; eps=1 as in the paper."""
     if not float(eps) > 0:
         raise FeatbenchError(f"coral: eps must be positive, not {eps}")
-    Zs, Zt_lab, Zt_test = _zscore_domains(Xs, Xt_lab, Xt_test)
+    Zs, Zt_lab, Zt_test = _domains(Xs, Xt_lab, Xt_test, zscore, "coral")
     Zs = coral_transform(Zs, _target_all(Zt_lab, Zt_test), eps=float(eps))
     return _out(np.concatenate([Zs, Zt_lab]), np.concatenate([ys, yt_lab]), Zt_test)
 
 
 @method("sa")
-def subspace_alignment(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0, d=80):
-    """Fernando et al. (2013): source Xs Ps Ps^T Pt, target Xt Pt, d principal directions each."""
+def subspace_alignment(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0, d=80, zscore=True, space="subspace"):
+    """Fernando et al. (2013): source Xs Ps Ps^T Pt, target Xt Pt, d principal directions each.
+
+    ``space="feature"`` maps both back with ``Pt^T`` (rank-d rows in the original D dimensions):
+    Euclidean distances, hence 1-NN, are unchanged, but a classifier that standardises each input
+    column no longer rescales every aligned direction to unit variance (which gives the weak,
+    least-aligned tail directions as much weight as the leading ones).
+    """
     if isinstance(d, bool) or not isinstance(d, int) or d < 1:
         raise FeatbenchError(f"sa: d must be a positive integer, not {d!r}")
-    Zs, Zt_lab, Zt_test = _zscore_domains(Xs, Xt_lab, Xt_test)
+    if space not in ("subspace", "feature"):
+        raise FeatbenchError(f"sa: space must be 'subspace' or 'feature', not {space!r}")
+    Zs, Zt_lab, Zt_test = _domains(Xs, Xt_lab, Xt_test, zscore, "sa")
     Ps, Pt, M = subspace_alignment_bases(Zs, _target_all(Zt_lab, Zt_test), d)
-    return _out(np.concatenate([Zs @ Ps @ M, Zt_lab @ Pt]), np.concatenate([ys, yt_lab]), Zt_test @ Pt)
+    back = Pt.T if space == "feature" else np.eye(Pt.shape[1])
+    return _out(np.concatenate([Zs @ Ps @ M @ back, Zt_lab @ Pt @ back]), np.concatenate([ys, yt_lab]),
+                Zt_test @ Pt @ back)

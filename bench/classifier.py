@@ -3,11 +3,17 @@
 * Standardisation (zero mean, unit variance) is fitted on the training split only.
 * ``logreg``: multinomial logistic regression (L2, intercept not penalised; scikit-learn's
   ``LogisticRegression`` objective, the DeCAF convention); ``svm``: one-vs-rest linear SVM
-  (squared hinge, L2, ``LinearSVC``'s objective and C).
-* Solver (``solver=``): ``torch`` (default), :mod:`featbench.probe`'s full-batch L-BFGS run until
-  the largest absolute gradient entry of ``C * sum(loss) + 0.5 ||W||^2`` is at most ``tol``, on
-  CPU or CUDA; or ``sklearn`` (lbfgs / liblinear at their own ``tol``), kept as the reference and
-  for old records (they were fitted with it at ``tol=1e-4``).
+  (squared hinge, L2, ``LinearSVC``'s objective and C). Both are entries of :data:`CLASSIFIERS`;
+  another classifier is one registered estimator factory (``featbench list classifiers``).
+  ``1nn``: Euclidean nearest neighbour, the convention of the classic domain-adaptation tables:
+  registered with ``tunes_c=False`` and ``standardise=False`` (the features as the protocol or the
+  extractor's preprocessing left them, e.g. ``precomputed:norm=l1,zscore=domain``); reports rank
+  it apart from the linear probes.
+* Solver (``solver=``): ``torch`` (default, for classifiers registered with a ``probe_loss``:
+  logreg, svm), :mod:`featbench.probe`'s full-batch solver run until the largest absolute
+  gradient entry of ``C * sum(loss) + 0.5 ||W||^2`` is at most ``tol``, on CPU or CUDA; or
+  ``sklearn`` (lbfgs / liblinear at their own ``tol``), kept as the reference and for old records
+  (they were fitted with it at ``tol=1e-4``). Other classifiers are always scikit-learn's.
 * C is chosen by stratified k-fold cross-validation on the training split over a log grid
   (``C_GRID``); the fold count shrinks to the smallest class size when classes are tiny.
 * Scores: top-1 accuracy and mean per-class accuracy (the mean of per-class recalls, the
@@ -21,8 +27,8 @@ Two things make this fast without changing what is computed:
   in that span (representer theorem: the loss gradient is ``X.T @ g``), so the optimum and every
   prediction are the same as in the full space, at the cost of an n x n problem instead of n x d.
   Only a fit stopped early depends on the space it ran in (early stopping acts as extra
-  regularisation, differently in each space), which is why model selection compares converged
-  fits.
+  regularisation, differently in each space; README, "Measured design choices"), which is why
+  model selection compares converged fits.
 * The C grid is walked from small to large with warm starts, and the standardisation and
   projection of each CV fold are computed once for the whole grid.
 
@@ -33,6 +39,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -49,12 +56,38 @@ from threadpoolctl import threadpool_limits
 
 from featbench import probe
 from featbench.errors import FeatbenchError
+from featbench.registry import Registry
 
 C_GRID = tuple(float(c) for c in 10.0 ** np.arange(-4, 3))
-CLASSIFIERS = ("logreg", "svm")
 SOLVERS = ("torch", "sklearn")
-#: scikit-learn's settings as featbench used them before the torch solver (records up to schema v1)
-SKLEARN_DEFAULTS = {"logreg": (1e-4, 1000), "svm": (1e-4, 5000)}  # (tol, max_iter)
+
+#: name -> estimator factory ``(C=1.0, seed=0, warm_start=False, **solver_options) -> scikit-learn
+#: classifier``. Registered with ``tunes_c=False`` the factory's C is ignored and no cross-validation
+#: is run (a classifier without a regularisation constant); otherwise C is chosen over ``C_GRID``.
+#: ``probe_loss`` names the :mod:`featbench.probe` loss that fits the same model (``solver="torch"``);
+#: ``sklearn_defaults`` is ``(tol, max_iter)`` as featbench always used them with scikit-learn.
+CLASSIFIERS: Registry[Callable[..., Any]] = Registry("classifier")
+
+
+@CLASSIFIERS.register("logreg", summary="multinomial logistic regression (L2), C by cross-validation",
+                      probe_loss="multinomial", sklearn_defaults=(1e-4, 1000))
+def logreg(C: float = 1.0, seed: int = 0, warm_start: bool = False, tol: float = 1e-4, max_iter: int = 1000):
+    return LogisticRegression(C=C, max_iter=max_iter, tol=tol, random_state=seed, warm_start=warm_start)
+
+
+@CLASSIFIERS.register("svm", summary="one-vs-rest linear SVM (squared hinge, L2), C by cross-validation",
+                      probe_loss="squared_hinge", sklearn_defaults=(1e-4, 5000))
+def svm(C: float = 1.0, seed: int = 0, warm_start: bool = False, tol: float = 1e-4, max_iter: int = 5000):
+    return LinearSVC(C=C, max_iter=max_iter, tol=tol, random_state=seed)
+
+
+@CLASSIFIERS.register("1nn", summary="Euclidean 1-nearest neighbour on the features as given (no standardisation, no C)",
+                      tunes_c=False, standardise=False)
+def one_nn(C: float = 1.0, seed: int = 0, warm_start: bool = False):
+    """The classifier of the classic domain-adaptation tables (Gong et al. 2012, Fernando et al. 2013)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier(n_neighbors=1, algorithm="brute", metric="euclidean")
 
 
 @dataclass
@@ -114,22 +147,20 @@ class RowSpan(TransformerMixin, BaseEstimator):
             return X @ self.components_
 
 
-def make_classifier(kind: str, C: float = 1.0, seed: int = 0, warm_start: bool = False,
-                    tol: float | None = None, max_iter: int | None = None):
-    """The scikit-learn linear model alone (no preprocessing)."""
-    if kind not in CLASSIFIERS:
-        raise FeatbenchError(f"unknown classifier '{kind}'; known: {', '.join(CLASSIFIERS)}")
-    tol = SKLEARN_DEFAULTS[kind][0] if tol is None else tol
-    max_iter = max_iter or SKLEARN_DEFAULTS[kind][1]
-    if kind == "logreg":
-        return LogisticRegression(C=C, max_iter=max_iter, tol=tol, random_state=seed, warm_start=warm_start)
-    return LinearSVC(C=C, max_iter=max_iter, tol=tol, random_state=seed)
+def make_classifier(kind: str, C: float = 1.0, seed: int = 0, warm_start: bool = False, **solver_options):
+    """The scikit-learn model alone (no preprocessing); an unknown kind is a FeatbenchError naming the
+    known ones. ``solver_options`` (``tol``, ``max_iter``) are passed on where given."""
+    options = {k: v for k, v in solver_options.items() if v is not None}
+    return CLASSIFIERS.get(kind)(C=C, seed=seed, warm_start=warm_start, **options)
 
 
-def make_pipeline_for(kind: str, C: float = 1.0, seed: int = 0, tol: float | None = None,
-                      max_iter: int | None = None):
-    """Standardise, project onto the training rows' span, scikit-learn linear model."""
-    return make_pipeline(StandardScaler(), RowSpan(), make_classifier(kind, C=C, seed=seed, tol=tol, max_iter=max_iter))
+def make_pipeline_for(kind: str, C: float = 1.0, seed: int = 0, **solver_options):
+    """Standardise, project onto the training rows' span, scikit-learn model: the whole classifier
+    (the model alone for classifiers registered with ``standardise=False``: ``1nn``)."""
+    model = make_classifier(kind, C=C, seed=seed, **solver_options)
+    if not CLASSIFIERS.entry(kind).meta.get("standardise", True):
+        return make_pipeline(model)
+    return make_pipeline(StandardScaler(), RowSpan(), model)
 
 
 @dataclass
@@ -145,11 +176,12 @@ class _Settings:
     def sklearn_dtype(self) -> type:
         """scikit-learn fits in the features' dtype; in float32 its lbfgs cannot resolve gradients
         much below its default tolerance, so a tighter (reference) fit gets float64 features."""
-        return np.float64 if self.tol < SKLEARN_DEFAULTS[self.kind][0] else np.float32
+        default_tol = CLASSIFIERS.entry(self.kind).meta.get("sklearn_defaults", (0.0, None))[0]
+        return np.float64 if self.tol is not None and self.tol < default_tol else np.float32
 
     @property
     def loss(self) -> str:
-        return "multinomial" if self.kind == "logreg" else "squared_hinge"
+        return CLASSIFIERS.entry(self.kind).meta["probe_loss"]
 
 
 class _TorchPath:
@@ -200,7 +232,9 @@ def _fold_scores(X, y, train, valid, c_grid, st: _Settings) -> tuple[list[float]
 
 
 def _sklearn_iterations(model) -> int:
-    return int(np.max(model.n_iter_))
+    """Iterations of an iterative scikit-learn model (0 for one without, e.g. nearest neighbour)."""
+    n_iter = getattr(model, "n_iter_", None)
+    return 0 if n_iter is None else int(np.max(n_iter))
 
 
 def fit_evaluate(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
@@ -217,8 +251,11 @@ def fit_evaluate(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
     make_classifier(kind)  # unknown kind: fail before any work
     if solver not in SOLVERS:
         raise FeatbenchError(f"unknown solver '{solver}'; known: {', '.join(SOLVERS)}")
+    meta = CLASSIFIERS.entry(kind).meta
+    if "probe_loss" not in meta:  # no torch version of this model: scikit-learn's
+        solver = "sklearn"
     default_tol, default_max_iter = ((probe.DEFAULT_TOL, probe.DEFAULT_MAX_ITER) if solver == "torch"
-                                     else SKLEARN_DEFAULTS[kind])
+                                     else meta.get("sklearn_defaults", (None, None)))
     st = _Settings(kind, solver, default_tol if tol is None else tol, max_iter or default_max_iter, seed, device)
     X_train = np.asarray(X_train, dtype=np.float32)
     y_train = np.asarray(y_train)
@@ -227,7 +264,9 @@ def fit_evaluate(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
     converged = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if n_splits >= 2 and len(c_grid) > 1:
+        if not meta.get("tunes_c", True):  # nothing to choose
+            C, cv_score = float("nan"), float("nan")
+        elif n_splits >= 2 and len(c_grid) > 1:
             cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
             per_fold = Parallel(n_jobs=n_jobs)(
                 delayed(_fold_scores)(X_train, y_train, tr, va, c_grid, st) for tr, va in cv.split(X_train, y_train))
@@ -247,7 +286,7 @@ def fit_evaluate(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
             model = make_pipeline_for(kind, C=C, seed=seed, tol=st.tol, max_iter=st.max_iter)
             model.fit(X_train.astype(st.sklearn_dtype), y_train)
             n_iter = _sklearn_iterations(model[-1])
-            converged = converged and n_iter < st.max_iter
+            converged = converged and (st.max_iter is None or n_iter < st.max_iter)
             y_pred = model.predict(X_test.astype(st.sklearn_dtype))
     return Evaluation(classifier=kind, C=C, cv_score=cv_score,
                       top1=float(accuracy_score(y_test, y_pred)),

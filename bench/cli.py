@@ -6,6 +6,7 @@ as one line naming the problem and exits with code 2, with no traceback.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,9 @@ app.add_typer(cache_app, name="cache")
 results_app = typer.Typer(help="The committed results corpus (results/*.jsonl) and RESULTS.md.",
                           pretty_exceptions_enable=False)
 app.add_typer(results_app, name="results")
+published_app = typer.Typer(help="Published feature files (datasets/published_sources.toml): list and stage them.",
+                            pretty_exceptions_enable=False)
+app.add_typer(published_app, name="published")
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -57,7 +61,7 @@ def run(
     suite: Optional[str] = typer.Argument(None, help="Suite TOML file or shipped suite name (default: the embedded quick suite)."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, replacing the suite's (e.g. office_caltech10:amazon->webcam)."),
     extractors: Optional[str] = typer.Option(None, help="Extractor specs separated by commas or ';', replacing the suite's (hog:size=64,cell=8 stays one spec)."),
-    classifiers: Optional[str] = typer.Option(None, help="Comma-separated: logreg, svm."),
+    classifiers: Optional[str] = typer.Option(None, help="Comma-separated: logreg, svm, 1nn, finetune-head, finetune-all (the last two fine-tune cnn: extractors)."),
     trials: Optional[int] = typer.Option(None, min=1, help="Trials per task (fixed splits always run once)."),
     seed: Optional[int] = typer.Option(None, help="Base seed (trial t uses seed + t)."),
     data_root: Optional[str] = typer.Option(None, help="Folder(s) holding datasets, separated by ':'."),
@@ -68,7 +72,7 @@ def run(
     cache_dir: Optional[str] = typer.Option(None, help="Feature cache folder (default $FEATBENCH_CACHE or ~/.cache/featbench)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache."),
     batch_size: int = typer.Option(32, min=1, help="Images per extraction batch."),
-    workers: Optional[int] = typer.Option(None, min=0, help="DataLoader workers for CNN decoding (default: CPU count)."),
+    workers: Optional[int] = typer.Option(None, min=0, help="DataLoader workers for CNN decoding (default: 1 on CPU, up to 8 on a GPU)."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch intra-op threads."),
     verify: bool = typer.Option(False, help="Check every image's sha256 against MANIFEST.tsv first."),
     report: bool = typer.Option(True, help="Write report.md / report.html at the end."),
@@ -98,7 +102,7 @@ def run(
         s.seed = seed
     options = RunOptions(out=out, data_roots=_data_roots(data_root, s.data_root), device=device, strict=strict,
                          quiet=quiet, cache_dir=cache_dir, use_cache=not no_cache, batch_size=batch_size,
-                         num_workers=workers, threads=threads, verify=verify, report=report,
+                         num_workers=workers, threads=threads, verify=verify,
                          solver=solver, tol=tol, max_iter=max_iter)
     runner = Runner(s, options, command=["featbench", *sys.argv[1:]])
     out_dir = runner.run()
@@ -122,33 +126,39 @@ def report_cmd(
     typer.echo(f"report: {path}")
 
 
+#: ``featbench list KIND`` -> (module, registry); imported when asked for (the report code is slow to import)
+REGISTRIES = {"extractors": ("featbench.features.base", "EXTRACTORS"),
+              "protocols": ("featbench.datasets.protocols", "PROTOCOLS"),
+              "classifiers": ("featbench.classifier", "CLASSIFIERS"),
+              "finetuning": ("featbench.finetune", "FINETUNING"),
+              "methods": ("featbench.adaptation", "METHODS"),
+              "sections": ("featbench.reports.sections", "SECTIONS"),
+              "layouts": ("featbench.datasets.readers", "LAYOUTS")}
+LISTABLE = [*REGISTRIES, "tasks", "suites"]
+
+
 @app.command("list")
 @user_errors
-def list_cmd(what: str = typer.Argument("extractors", help="extractors, tasks, suites or protocols"),
+def list_cmd(what: str = typer.Argument("extractors", help=f"one of: {', '.join(LISTABLE)}"),
              data_root: Optional[str] = typer.Option(None, help="Folder(s) holding datasets, separated by ':'.")) -> None:
-    """List registered extractors, available tasks, shipped suites or protocols."""
-    if what == "extractors":
-        from featbench.features import available
-
-        for name, summary in available().items():
+    """List what is registered (extractors, protocols, classifiers, methods, sections, layouts), the
+    available tasks or the shipped suites."""
+    if what in REGISTRIES:
+        module, attr = REGISTRIES[what]
+        for name, summary in getattr(importlib.import_module(module), attr).summaries().items():
             typer.echo(f"{name:22s} {summary}")
     elif what == "suites":
         from featbench.suite import load_suite, shipped_suites
 
         for name, path in sorted(shipped_suites().items()):
             typer.echo(f"{name:16s} {load_suite(str(path)).description}")
-    elif what == "protocols":
-        from featbench.datasets.protocols import protocols
-
-        for name, cls in protocols().items():
-            typer.echo(f"{name:22s} {(cls.__doc__ or '').strip().splitlines()[0]}")
     elif what == "tasks":
         from featbench.datasets.tasks import available_tasks
 
         for name, info in available_tasks(_data_roots(data_root, None)):
             typer.echo(f"{name:40s} {info}")
     else:
-        raise FeatbenchError(f"featbench list: unknown '{what}'; choose extractors, tasks, suites or protocols")
+        raise FeatbenchError(f"featbench list: unknown '{what}'; choose {', '.join(LISTABLE)}")
 
 
 @cache_app.command("info")
@@ -271,6 +281,27 @@ def results_render(corpus: Path = typer.Option(Path("results"), help="Corpus fol
     code, msg = cli_render(corpus, out, check)
     typer.echo(msg, err=bool(code))
     raise typer.Exit(code)
+
+
+@published_app.command("list")
+@user_errors
+def published_list() -> None:
+    """The published feature sets featbench can stage: name, repository, commit, files."""
+    from featbench.datasets.published import sources
+
+    for name, entry in sources().items():
+        typer.echo(f"{name:32s} {entry['repo']}@{entry['commit'][:12]}  {len(entry['files'])} file(s)")
+
+
+@published_app.command("stage")
+@user_errors
+def published_stage(name: str = typer.Argument(..., help="A name from `featbench published list`."),
+                    git_dir: Path = typer.Option(..., help="A git snapshot (.git folder) of the source repository."),
+                    out: Path = typer.Option(Path("~/featbench-data/published"), help="Data root to stage into.")) -> None:
+    """Extract a published feature set from a git snapshot, check its sha256s, write classes.txt and SOURCE.md."""
+    from featbench.datasets.published import stage
+
+    typer.echo(f"staged {stage(name, git_dir, out)}")
 
 
 def main() -> None:

@@ -23,25 +23,13 @@ from featbench.cache import FeatureCache, atomic_write_bytes
 from featbench.classifier import CLASSIFIERS, SOLVERS, fit_evaluate
 from featbench.datasets.folder import ImageRecord
 from featbench.datasets.tasks import Task, resolve_task
+from featbench.datasets.learning_curve import TrainSubsample, curve_size_of, curve_task_name
 from featbench.errors import FeatbenchError
 from featbench.features import Extractor, create
+from featbench.finetune import FINETUNE_KINDS, FINETUNING, finetune_evaluate
 from featbench.provenance import snapshot
+from featbench.records import RESULT_COLUMNS, ResultRecord, json_default
 from featbench.suite import Suite
-
-RESULT_COLUMNS = [
-    "schema_version", "featbench_version", "run_id", "suite", "task", "family", "dataset", "dataset_id",
-    "protocol", "method", "trial", "seed", "extractor", "extractor_family", "layer", "extractor_config",
-    "weights", "classifier", "C", "cv_score", "top1", "mean_class_acc", "n_train", "n_test", "dim",
-    "extract_s", "img_per_s", "fit_s", "device",
-    # added after schema v1 (additive): where img_per_s comes from: 'measured' in this run, or
-    # 'cache' (recorded when the cached features were computed)
-    "img_per_s_source",
-    # the classifier's solver: 'torch' (featbench.probe, L-BFGS) or 'sklearn'; its gradient tolerance,
-    # iteration cap, iterations of the final fit, and whether every fit (CV and final) reached tol.
-    # Records without them were fitted by sklearn at tol=1e-4 (no convergence check).
-    "solver", "tol", "max_iter", "n_iter", "converged",
-]
-
 
 @dataclasses.dataclass
 class RunOptions:
@@ -56,7 +44,6 @@ class RunOptions:
     num_workers: int | None = None
     threads: int | None = None
     verify: bool = False
-    report: bool = True
     n_jobs: int = 1
     solver: str = "torch"
     tol: float | None = None  # None: the solver's default
@@ -119,8 +106,8 @@ class Runner:
         if self.opt.solver not in SOLVERS:
             raise FeatbenchError(f"unknown solver '{self.opt.solver}'; known: {', '.join(SOLVERS)}")
         for clf in self.suite.classifiers:
-            if clf not in CLASSIFIERS:
-                raise FeatbenchError(f"unknown classifier '{clf}'; known: {', '.join(CLASSIFIERS)}")
+            if clf not in CLASSIFIERS and clf not in FINETUNING:
+                raise FeatbenchError(f"unknown classifier '{clf}'; known: {', '.join((*CLASSIFIERS, *FINETUNING))}")
         tasks = []
         for spec in self.suite.tasks:
             task = resolve_task(spec.name, self.opt.data_roots, protocol=spec.protocol,
@@ -131,7 +118,13 @@ class Runner:
                     adaptation.check(m, has_target_labels=task.protocol.gives_target_labels)
                 except FeatbenchError as exc:
                     raise FeatbenchError(f"task '{spec.name}': {exc}") from None
-            tasks.append((task, spec.methods))
+            if spec.train_per_class:
+                for n in spec.train_per_class:
+                    trials = spec.trials or self.suite.trials or task.protocol.default_trials
+                    tasks.append((dataclasses.replace(task, name=curve_task_name(spec.name, n), trials=trials,
+                                                      protocol=TrainSubsample(task.protocol, n)), spec.methods))
+            else:
+                tasks.append((task, spec.methods))
         extractors = [create(s) for s in self.suite.extractors]
         for ex in extractors:
             ex.check()
@@ -200,7 +193,8 @@ class Runner:
         everything = {r.uid: r for s in splits for r in (*s.train, *s.test, *s.target_train)}
         self.task_info[task.name] = {
             "dataset": task.dataset.summary(), "protocol": task.protocol.describe(), "trials": task.trials,
-            "family": task.family, "methods": methods,
+            "family": task.family, "methods": methods, "protocol_source": task.protocol_source,
+            "dataset_info": task.dataset.info.as_dict(),
             "split_sizes": [{"train": len(s.train), "test": len(s.test), "target_train": len(s.target_train)}
                             for s in splits],
             "notes": sorted({n for s in splits for n in s.notes}),
@@ -208,6 +202,7 @@ class Runner:
         }
         sample: list[tuple[str, str, str, dict[str, np.ndarray]]] = []
         for ex in extractors:
+            ex.bind_dataset(task.dataset)
             shared_feats, shared_stats = (None, None)
             if not ex.learns:
                 shared_feats, shared_stats = self.extract(ex, list(everything.values()), f"{task.name} {ex.spec}")
@@ -226,6 +221,7 @@ class Runner:
                 if t == 0 and task.name == self.sample_task:
                     sample += [(ex.spec, o, ex.family, by_uid) for o, by_uid in feats.items()]
                 self._evaluate(task, t, seed + t, split, ex, feats, stats, methods)
+                self._finetune(task, t, seed + t, split, ex, stats)
         if task.name == self.sample_task and sample:
             self._write_features_sample(task, splits[0], sample)
 
@@ -245,7 +241,8 @@ class Runner:
         classes = task.dataset.classes
         label_index = {c: i for i, c in enumerate(classes)}
         describe = self.extractor_info.setdefault(ex.spec, ex.describe())
-        bar = _progress(len(feats) * len(methods) * len(self.suite.classifiers),
+        linear = [c for c in self.suite.classifiers if c not in FINETUNE_KINDS]
+        bar = _progress(len(feats) * len(methods) * len(linear),
                         f"{task.name} {ex.spec} trial {trial} fit", self.opt.quiet, unit="fit")
         for output, by_uid in feats.items():
             def matrix(recs):
@@ -263,26 +260,28 @@ class Runner:
                 raise FeatbenchError(f"task '{task.name}': no usable training or test images left")
             for method in methods:
                 X_train, y_train, X_test = adaptation.apply(method, Xs, ys, Xt_lab, yt_lab, Xt_test, seed=seed)
-                for clf in self.suite.classifiers:
+                for clf in linear:
                     ev = fit_evaluate(X_train, y_train, X_test, yt_test, kind=clf, seed=seed, n_jobs=self.opt.n_jobs,
                                       solver=self.opt.solver, tol=self.opt.tol, max_iter=self.opt.max_iter,
                                       device=self._probe_device())
-                    row = {
-                        "schema_version": featbench.RESULT_SCHEMA_VERSION, "featbench_version": featbench.__version__,
-                        "run_id": self.run_id, "suite": self.suite.name, "task": task.name, "family": task.family,
-                        "dataset": task.dataset.name, "dataset_id": task.dataset.identity,
-                        "protocol": task.protocol.describe(), "method": method, "trial": trial, "seed": seed,
-                        "extractor": ex.spec, "extractor_family": ex.family, "layer": output,
-                        "extractor_config": ex.config.key,
-                        "weights": weights_source(describe),
-                        "classifier": clf, "C": ev.C, "cv_score": ev.cv_score, "top1": ev.top1,
-                        "mean_class_acc": ev.mean_class_acc, "n_train": int(len(X_train)), "n_test": int(len(X_test)),
-                        "dim": int(X_train.shape[1]), "extract_s": round(stats.seconds, 4),
-                        "img_per_s": stats.img_per_s, "fit_s": round(ev.fit_s, 4),
-                        "device": self._device(ex), "img_per_s_source": stats.img_per_s_source,
-                        "solver": ev.solver, "tol": ev.tol, "max_iter": ev.max_iter, "n_iter": ev.n_iter,
-                        "converged": ev.converged,
-                    }
+                    info = task.dataset.info
+                    row = ResultRecord(
+                        schema_version=featbench.RESULT_SCHEMA_VERSION, featbench_version=featbench.__version__,
+                        run_id=self.run_id, suite=self.suite.name, task=task.name, family=task.family,
+                        dataset=task.dataset.name, dataset_id=task.dataset.identity,
+                        protocol=task.protocol.describe(), method=method, trial=trial, seed=seed,
+                        extractor=ex.spec, extractor_family=ex.family, layer=output,
+                        extractor_config=ex.config.key,
+                        weights=weights_source(describe),
+                        classifier=clf, C=ev.C, cv_score=ev.cv_score, top1=ev.top1,
+                        mean_class_acc=ev.mean_class_acc, n_train=int(len(X_train)), n_test=int(len(X_test)),
+                        dim=int(X_train.shape[1]), extract_s=round(stats.seconds, 4),
+                        img_per_s=stats.img_per_s, fit_s=round(ev.fit_s, 4),
+                        device=self._device(ex), img_per_s_source=stats.img_per_s_source,
+                        headline_metric=info.headline_metric, dataset_layout=info.layout,
+                        anchors_key=info.anchors_key, train_per_class=curve_size_of(task.name),
+                        solver=ev.solver, tol=ev.tol, max_iter=ev.max_iter, n_iter=ev.n_iter, converged=ev.converged,
+                    ).as_dict()
                     self._append_row(row, task, split, ev.y_pred, yt_test, classes)
                     bar.update()
                     if not self.opt.quiet:
@@ -290,10 +289,55 @@ class Runner:
                               f"top1 {ev.top1:.3f}  mean-class {ev.mean_class_acc:.3f}  (C={ev.C:g})")
         bar.close()
 
+    def _finetune(self, task, trial, seed, split, ex, stats) -> None:
+        """Fine-tuning rows (``finetune-head``/``finetune-all``) for a ``cnn:`` extractor: trained on
+        the split's training images (plus labelled target images), scored on its test images.
+        Adaptation methods act on features, so fine-tuning rows are method ``none``; extractors
+        that are not CNNs have nothing to fine-tune (run.json notes it)."""
+        kinds = [c for c in self.suite.classifiers if c in FINETUNE_KINDS]
+        if not kinds:
+            return
+        if ex.family != "cnn":
+            notes = self.task_info[task.name].setdefault("notes", [])
+            note = f"{', '.join(kinds)}: not applicable to {ex.spec} (not a cnn: extractor)"
+            if note not in notes:
+                notes.append(note)
+            return
+        classes = task.dataset.classes
+        label_index = {c: i for i, c in enumerate(classes)}
+        train = self._usable(split.train + split.target_train)
+        test = self._usable(split.test)
+        describe = self.extractor_info.setdefault(ex.spec, ex.describe())
+        for kind in kinds:
+            res = finetune_evaluate(ex, kind, train, [label_index[r.label] for r in train], test,
+                                    [label_index[r.label] for r in test], len(classes), seed=seed)
+            ev = res.evaluation
+            y_true = np.array([label_index[r.label] for r in test], dtype=np.int64)
+            info = task.dataset.info
+            row = ResultRecord(
+                schema_version=featbench.RESULT_SCHEMA_VERSION, featbench_version=featbench.__version__,
+                run_id=self.run_id, suite=self.suite.name, task=task.name, family=task.family,
+                dataset=task.dataset.name, dataset_id=task.dataset.identity,
+                protocol=task.protocol.describe(), method="none", trial=trial, seed=seed,
+                extractor=ex.spec, extractor_family=ex.family, layer="finetuned",
+                extractor_config=ex.config.key, weights=weights_source(describe),
+                classifier=kind, C=ev.C, cv_score=ev.cv_score, top1=ev.top1,
+                mean_class_acc=ev.mean_class_acc, n_train=len(train), n_test=len(test), dim=None,
+                extract_s=round(stats.seconds, 4), img_per_s=stats.img_per_s, fit_s=round(ev.fit_s, 4),
+                device=res.device, img_per_s_source=stats.img_per_s_source,
+                headline_metric=info.headline_metric, dataset_layout=info.layout, anchors_key=info.anchors_key,
+                train_per_class=curve_size_of(task.name), recipe=json.dumps(res.recipe, sort_keys=True),
+                epochs=res.epochs, train_s=round(res.train_s, 4), train_img_per_s=res.train_img_per_s,
+            ).as_dict()
+            self._append_row(row, task, split, ev.y_pred, y_true, classes)
+            if not self.opt.quiet:
+                print(f"  {task.name:34s} t{trial} {ex.spec} {kind}: top1 {ev.top1:.3f}  mean-class "
+                      f"{ev.mean_class_acc:.3f}  ({res.epochs} epochs, {res.train_s:.0f} s)", flush=True)
+
     def _append_row(self, row, task, split, y_pred, y_true, classes) -> None:
         self.rows.append(row)
         with open(self.out / "results.jsonl", "a") as fh:
-            fh.write(json.dumps(row, default=_json_default) + "\n")
+            fh.write(json.dumps(row, default=json_default) + "\n")
         # predictions, for confusion matrices in the report (one file per run, appended)
         with open(self.out / "predictions.jsonl", "a") as fh:
             fh.write(json.dumps({"task": row["task"], "trial": row["trial"], "extractor": row["extractor"],
@@ -306,7 +350,7 @@ class Runner:
                     tasks=self.task_info, extractors=self.extractor_info,
                     skipped_images=sorted(self.failures.values(), key=lambda f: f["relpath"]),
                     cache={"hits": self.cache.hits, "misses": self.cache.misses})
-        atomic_write_bytes(self.out / "run.json", json.dumps(meta, indent=2, default=_json_default).encode())
+        atomic_write_bytes(self.out / "run.json", json.dumps(meta, indent=2, default=json_default).encode())
 
     def run(self, on_task_done: Callable[[str], None] | None = None) -> Path:
         start = time.perf_counter()
@@ -353,15 +397,3 @@ def write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     df.to_csv(out / "results.csv", index=False)
     df.to_parquet(out / "results.parquet", index=False)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

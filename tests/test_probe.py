@@ -152,7 +152,7 @@ def test_runner_records_the_solver(tmp_path):
     make_texture_folder(tmp_path / "textures")
     suite = Suite(name="t", tasks=[TaskSpec(name="textures")], extractors=["hog:size=32"], classifiers=["logreg", "svm"])
     Runner(suite, RunOptions(out=tmp_path / "out", data_roots=[str(tmp_path)], cache_dir=str(tmp_path / "c"),
-                             quiet=True, report=False, device="cpu"), command=["test"]).run()
+                             quiet=True, device="cpu"), command=["test"]).run()
     df = pd.read_csv(tmp_path / "out" / "results.csv")
     assert list(df.solver) == ["torch", "torch"] and (df.tol == probe.DEFAULT_TOL).all()
     assert (df.max_iter == probe.DEFAULT_MAX_ITER).all() and (df.n_iter > 0).all() and df.converged.all()

@@ -1,13 +1,21 @@
 """The one linear classifier on top of every feature: standardise, pick C by CV, fit, score.
 
 * Standardisation (zero mean, unit variance) is fitted on the training split only.
-* ``logreg``: multinomial logistic regression (L2, lbfgs); ``svm``: one-vs-rest linear SVM
-  (squared hinge, liblinear). Both are entries of :data:`CLASSIFIERS`; another classifier is one
-  registered estimator factory (``featbench list classifiers``). ``1nn``: Euclidean nearest
-  neighbour, the convention of the classic domain-adaptation tables: registered with
-  ``tunes_c=False`` and ``standardise=False`` (the features as the protocol or the extractor's
-  preprocessing left them, e.g. ``precomputed:norm=l1,zscore=domain``); reports rank it apart from
-  the linear probes.
+* ``logreg``: multinomial logistic regression (L2, intercept not penalised; scikit-learn's
+  ``LogisticRegression`` objective, the DeCAF convention); ``svm``: one-vs-rest linear SVM
+  (squared hinge, L2, ``LinearSVC``'s objective and C). Both are entries of :data:`CLASSIFIERS`;
+  another classifier is one registered estimator factory (``featbench list classifiers``).
+  ``1nn``: Euclidean nearest neighbour, the convention of the classic domain-adaptation tables:
+  registered with ``tunes_c=False`` and ``standardise=False`` (the features as the protocol or the
+  extractor's preprocessing left them, e.g. ``precomputed:norm=l1,zscore=domain``); reports rank
+  it apart from the linear probes.
+* Solver (``solver=``): ``sklearn`` (default: lbfgs / liblinear at their own ``tol``, what every
+  record in the corpus was fitted with, at ``tol=1e-4``), or ``torch`` (opt-in, for classifiers
+  registered with a ``probe_loss``: logreg, svm), :mod:`featbench.probe`'s full-batch solver run
+  until the largest absolute gradient entry of ``C * sum(loss) + 0.5 ||W||^2`` is at most ``tol``,
+  on CPU or CUDA. The torch solver is not the default yet: on separable data at large C (Office
+  amazon->webcam HOG, C=10) it has been seen to stop unconverged after hundreds of iterations.
+  Other classifiers are always scikit-learn's.
 * C is chosen by stratified k-fold cross-validation on the training split over a log grid
   (``C_GRID``); the fold count shrinks to the smallest class size when classes are tiny.
 * Scores: top-1 accuracy and mean per-class accuracy (the mean of per-class recalls, the
@@ -20,11 +28,11 @@ Two things make this fast without changing what is computed:
   training rows (``RowSpan``). For any L2-penalised linear model the optimal weight vector lies
   in that span (representer theorem: the loss gradient is ``X.T @ g``), so the optimum and every
   prediction are the same as in the full space, at the cost of an n x n problem instead of n x d.
-  (lbfgs stops at ``tol`` before the exact optimum, in either space at a slightly different point:
-  early stopping acts as extra regularisation, a little differently in each space; README,
-  "Measured design choices", has the measurement.)
-* The C grid is walked from small to large with warm starts (logistic regression), and the
-  standardisation and projection of each CV fold are computed once for the whole grid.
+  Only a fit stopped early depends on the space it ran in (early stopping acts as extra
+  regularisation, differently in each space; README, "Measured design choices"), which is why
+  model selection compares converged fits.
+* The C grid is walked from small to large with warm starts, and the standardisation and
+  projection of each CV fold are computed once for the whole grid.
 
 Every random choice is seeded from ``seed``.
 """
@@ -36,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+import torch
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -45,25 +54,33 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
+from threadpoolctl import threadpool_limits
 
+from featbench import probe
+from featbench.errors import FeatbenchError
 from featbench.registry import Registry
 
 C_GRID = tuple(float(c) for c in 10.0 ** np.arange(-4, 3))
+SOLVERS = ("torch", "sklearn")
 
-#: name -> estimator factory ``(C=1.0, seed=0, warm_start=False) -> scikit-learn classifier``.
-#: Registered with ``tunes_c=False`` the factory's C is ignored and no cross-validation is run
-#: (a classifier without a regularisation constant); otherwise C is chosen over ``C_GRID``.
+#: name -> estimator factory ``(C=1.0, seed=0, warm_start=False, **solver_options) -> scikit-learn
+#: classifier``. Registered with ``tunes_c=False`` the factory's C is ignored and no cross-validation
+#: is run (a classifier without a regularisation constant); otherwise C is chosen over ``C_GRID``.
+#: ``probe_loss`` names the :mod:`featbench.probe` loss that fits the same model (``solver="torch"``);
+#: ``sklearn_defaults`` is ``(tol, max_iter)`` as featbench always used them with scikit-learn.
 CLASSIFIERS: Registry[Callable[..., Any]] = Registry("classifier", entry_points="featbench.classifiers")
 
 
-@CLASSIFIERS.register("logreg", summary="multinomial logistic regression (L2, lbfgs), C by cross-validation")
-def logreg(C: float = 1.0, seed: int = 0, warm_start: bool = False):
-    return LogisticRegression(C=C, max_iter=1000, tol=1e-4, random_state=seed, warm_start=warm_start)
+@CLASSIFIERS.register("logreg", summary="multinomial logistic regression (L2), C by cross-validation",
+                      probe_loss="multinomial", sklearn_defaults=(1e-4, 1000))
+def logreg(C: float = 1.0, seed: int = 0, warm_start: bool = False, tol: float = 1e-4, max_iter: int = 1000):
+    return LogisticRegression(C=C, max_iter=max_iter, tol=tol, random_state=seed, warm_start=warm_start)
 
 
-@CLASSIFIERS.register("svm", summary="one-vs-rest linear SVM (squared hinge, liblinear), C by cross-validation")
-def svm(C: float = 1.0, seed: int = 0, warm_start: bool = False):
-    return LinearSVC(C=C, max_iter=5000, random_state=seed)
+@CLASSIFIERS.register("svm", summary="one-vs-rest linear SVM (squared hinge, L2), C by cross-validation",
+                      probe_loss="squared_hinge", sklearn_defaults=(1e-4, 5000))
+def svm(C: float = 1.0, seed: int = 0, warm_start: bool = False, tol: float = 1e-4, max_iter: int = 5000):
+    return LinearSVC(C=C, max_iter=max_iter, tol=tol, random_state=seed)
 
 
 @CLASSIFIERS.register("1nn", summary="Euclidean 1-nearest neighbour on the features as given (no standardisation, no C)",
@@ -84,6 +101,17 @@ class Evaluation:
     mean_class_acc: float
     fit_s: float
     y_pred: np.ndarray
+    solver: str = "sklearn"
+    tol: float = probe.DEFAULT_TOL
+    max_iter: int = probe.DEFAULT_MAX_ITER
+    n_iter: int = 0  # iterations of the final fit
+    converged: bool = True  # every fit of the evaluation (CV and final) reached tol
+
+
+def _blas_threads_for(flops: float):
+    """One BLAS thread for small products (as :meth:`featbench.probe.Problem.threads_for_size`):
+    below ~1 GFLOP, thread start-up and, on a shared machine, spinning threads cost more than they save."""
+    return threadpool_limits(1 if flops < 1e9 else None)
 
 
 class RowSpan(TransformerMixin, BaseEstimator):
@@ -103,7 +131,8 @@ class RowSpan(TransformerMixin, BaseEstimator):
             self.components_ = None
             return self
         X64 = X.astype(np.float64, copy=False)
-        eigval, eigvec = np.linalg.eigh(X64 @ X64.T)
+        with _blas_threads_for(n * n * d):
+            eigval, eigvec = np.linalg.eigh(X64 @ X64.T)
         sing = np.sqrt(np.clip(eigval, 0.0, None))
         keep = sing > self.rtol * sing.max() if sing.max() > 0 else np.zeros_like(sing, bool)
         keep[np.argmax(sing)] = True  # always at least one direction
@@ -112,64 +141,157 @@ class RowSpan(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
-        X = np.asarray(X, dtype=np.float32)
-        return X if self.components_ is None else X @ self.components_
+        X = np.asarray(X)
+        X = X if X.dtype == np.float64 else X.astype(np.float32)  # float64 stays (sklearn reference fits)
+        if self.components_ is None:
+            return X
+        with _blas_threads_for(2 * X.size * self.components_.shape[1]):
+            return X @ self.components_
 
 
-def make_classifier(kind: str, C: float = 1.0, seed: int = 0, warm_start: bool = False):
-    """The model alone (no preprocessing); an unknown kind is a FeatbenchError naming the known ones."""
-    return CLASSIFIERS.get(kind)(C=C, seed=seed, warm_start=warm_start)
+def make_classifier(kind: str, C: float = 1.0, seed: int = 0, warm_start: bool = False, **solver_options):
+    """The scikit-learn model alone (no preprocessing); an unknown kind is a FeatbenchError naming the
+    known ones. ``solver_options`` (``tol``, ``max_iter``) are passed on where given."""
+    options = {k: v for k, v in solver_options.items() if v is not None}
+    return CLASSIFIERS.get(kind)(C=C, seed=seed, warm_start=warm_start, **options)
 
 
-def make_pipeline_for(kind: str, C: float = 1.0, seed: int = 0):
-    """Standardise, project onto the training rows' span, linear model: the whole classifier
+def make_pipeline_for(kind: str, C: float = 1.0, seed: int = 0, **solver_options):
+    """Standardise, project onto the training rows' span, scikit-learn model: the whole classifier
     (the model alone for classifiers registered with ``standardise=False``: ``1nn``)."""
-    model = make_classifier(kind, C=C, seed=seed)
+    model = make_classifier(kind, C=C, seed=seed, **solver_options)
     if not CLASSIFIERS.entry(kind).meta.get("standardise", True):
         return make_pipeline(model)
     return make_pipeline(StandardScaler(), RowSpan(), model)
 
 
-def _fold_scores(X, y, train, valid, kind, c_grid, seed) -> list[float]:
+@dataclass
+class _Settings:
+    kind: str
+    solver: str
+    tol: float
+    max_iter: int
+    seed: int
+    device: str
+
+    @property
+    def sklearn_dtype(self) -> type:
+        """scikit-learn fits in the features' dtype; in float32 its lbfgs cannot resolve gradients
+        much below its default tolerance, so a tighter (reference) fit gets float64 features."""
+        default_tol = CLASSIFIERS.entry(self.kind).meta.get("sklearn_defaults", (0.0, None))[0]
+        return np.float64 if self.tol is not None and self.tol < default_tol else np.float32
+
+    @property
+    def loss(self) -> str:
+        return CLASSIFIERS.entry(self.kind).meta["probe_loss"]
+
+
+class _TorchPath:
+    """One training set (standardised and projected once) fitted along a C path with warm starts."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, st: _Settings) -> None:
+        self.prep = make_pipeline(StandardScaler(), RowSpan()).fit(X)
+        self.classes, codes = np.unique(y, return_inverse=True)
+        self.st = st
+        self.problem = probe.Problem(self.prep.transform(X), codes, len(self.classes), loss=st.loss,
+                                     device=probe.resolve_device(st.device),
+                                     orthogonal=self.prep[-1].components_ is not None)
+        self.solution: probe.Solution | None = None
+
+    def fit(self, C: float, warm: bool = True) -> probe.Solution:
+        self.solution = self.problem.solve(C, start=self.solution if warm else None, tol=self.st.tol,
+                                           max_iter=self.st.max_iter)
+        return self.solution
+
+    def transform(self, X: np.ndarray) -> torch.Tensor:
+        """Rows standardised and projected like the training rows (do it once per evaluation set)."""
+        return torch.from_numpy(self.prep.transform(X))
+
+    def predict(self, Z: torch.Tensor) -> np.ndarray:
+        scores = self.problem.scores(Z, self.solution)
+        return self.classes[scores.argmax(1).cpu().numpy()]
+
+
+def _fold_scores(X, y, train, valid, c_grid, st: _Settings) -> tuple[list[float], bool]:
+    """Validation accuracy at every C of ``c_grid`` (walked small to large, warm-started), and
+    whether every fit converged."""
+    scores, converged = {}, True
+    if st.solver == "torch":
+        path = _TorchPath(X[train], y[train], st)
+        Z_valid = path.transform(X[valid])
+        for C in sorted(c_grid):
+            converged &= path.fit(C).converged
+            scores[C] = accuracy_score(y[valid], path.predict(Z_valid))
+        return [scores[C] for C in c_grid], converged
     prep = make_pipeline(StandardScaler(), RowSpan()).fit(X[train])
-    Z_train, Z_valid = prep.transform(X[train]), prep.transform(X[valid])
-    model = make_classifier(kind, seed=seed, warm_start=True)
-    scores = {}
+    Z_train, Z_valid = (prep.transform(X[rows]).astype(st.sklearn_dtype) for rows in (train, valid))
+    model = make_classifier(st.kind, seed=st.seed, warm_start=True, tol=st.tol, max_iter=st.max_iter)
     for C in sorted(c_grid):  # small C first: each fit starts from the smoother previous solution
         model.set_params(C=C).fit(Z_train, y[train])
+        converged &= _sklearn_iterations(model) < st.max_iter
         scores[C] = accuracy_score(y[valid], model.predict(Z_valid))
-    return [scores[C] for C in c_grid]
+    return [scores[C] for C in c_grid], converged
+
+
+def _sklearn_iterations(model) -> int:
+    """Iterations of an iterative scikit-learn model (0 for one without, e.g. nearest neighbour)."""
+    n_iter = getattr(model, "n_iter_", None)
+    return 0 if n_iter is None else int(np.max(n_iter))
 
 
 def fit_evaluate(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
                  kind: str = "logreg", seed: int = 0, c_grid: tuple[float, ...] = C_GRID,
-                 folds: int = 3, n_jobs: int = 1) -> Evaluation:
+                 folds: int = 3, n_jobs: int = 1, solver: str = "sklearn", tol: float | None = None,
+                 max_iter: int | None = None, device: str = "cpu") -> Evaluation:
     """Choose C by stratified CV on the training split, refit on all of it, score the test split.
 
     Ties in CV accuracy go to the first C of ``c_grid`` (as in scikit-learn's GridSearchCV).
+    ``tol``/``max_iter`` default to the solver's own (torch: ``probe.DEFAULT_TOL``; sklearn: the
+    settings featbench always used). ``device`` (torch solver): cpu, cuda, cuda:N or auto.
     """
     start = time.perf_counter()
     make_classifier(kind)  # unknown kind: fail before any work
+    if solver not in SOLVERS:
+        raise FeatbenchError(f"unknown solver '{solver}'; known: {', '.join(SOLVERS)}")
+    meta = CLASSIFIERS.entry(kind).meta
+    if "probe_loss" not in meta:  # no torch version of this model: scikit-learn's
+        solver = "sklearn"
+    default_tol, default_max_iter = ((probe.DEFAULT_TOL, probe.DEFAULT_MAX_ITER) if solver == "torch"
+                                     else meta.get("sklearn_defaults", (None, None)))
+    st = _Settings(kind, solver, default_tol if tol is None else tol, max_iter or default_max_iter, seed, device)
     X_train = np.asarray(X_train, dtype=np.float32)
     y_train = np.asarray(y_train)
     _, counts = np.unique(y_train, return_counts=True)
     n_splits = int(min(folds, counts.min()))
+    converged = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if not CLASSIFIERS.entry(kind).meta.get("tunes_c", True):  # nothing to choose
+        if not meta.get("tunes_c", True):  # nothing to choose
             C, cv_score = float("nan"), float("nan")
         elif n_splits >= 2 and len(c_grid) > 1:
             cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
             per_fold = Parallel(n_jobs=n_jobs)(
-                delayed(_fold_scores)(X_train, y_train, tr, va, kind, c_grid, seed) for tr, va in cv.split(X_train, y_train))
-            mean = np.mean(per_fold, axis=0)
+                delayed(_fold_scores)(X_train, y_train, tr, va, c_grid, st) for tr, va in cv.split(X_train, y_train))
+            mean = np.mean([scores for scores, _ in per_fold], axis=0)
+            converged = all(ok for _, ok in per_fold)
             best = int(np.argmax(mean))
             C, cv_score = float(c_grid[best]), float(mean[best])
         else:  # too few images per class to cross-validate: the middle of the grid, recorded as such
             C, cv_score = float(c_grid[len(c_grid) // 2]), float("nan")
-        model = make_pipeline_for(kind, C=C, seed=seed).fit(X_train, y_train)
-    y_pred = model.predict(np.asarray(X_test, dtype=np.float32))
+        X_test = np.asarray(X_test, dtype=np.float32)
+        if solver == "torch":
+            path = _TorchPath(X_train, y_train, st)
+            final = path.fit(C, warm=False)
+            n_iter, converged = final.n_iter, converged and final.converged
+            y_pred = path.predict(path.transform(X_test))
+        else:
+            model = make_pipeline_for(kind, C=C, seed=seed, tol=st.tol, max_iter=st.max_iter)
+            model.fit(X_train.astype(st.sklearn_dtype), y_train)
+            n_iter = _sklearn_iterations(model[-1])
+            converged = converged and (st.max_iter is None or n_iter < st.max_iter)
+            y_pred = model.predict(X_test.astype(st.sklearn_dtype))
     return Evaluation(classifier=kind, C=C, cv_score=cv_score,
                       top1=float(accuracy_score(y_test, y_pred)),
                       mean_class_acc=float(balanced_accuracy_score(y_test, y_pred)),
-                      fit_s=time.perf_counter() - start, y_pred=y_pred)
+                      fit_s=time.perf_counter() - start, y_pred=y_pred,
+                      solver=solver, tol=st.tol, max_iter=st.max_iter, n_iter=n_iter, converged=bool(converged))

@@ -76,6 +76,9 @@ def run(
     threads: Optional[int] = typer.Option(None, min=1, help="Torch intra-op threads."),
     verify: bool = typer.Option(False, help="Check every image's sha256 against MANIFEST.tsv first."),
     report: bool = typer.Option(True, help="Write report.md / report.html at the end."),
+    solver: str = typer.Option("sklearn", help="Classifier solver: sklearn (lbfgs/liblinear, the default and the reference) or torch (featbench.probe, run to --tol, CPU or CUDA per --device; opt-in)."),
+    tol: Optional[float] = typer.Option(None, min=0.0, help="Solver tolerance (torch: largest absolute gradient entry of C*sum(loss)+0.5|W|^2, default 1e-4; sklearn: its own tol, default 1e-4)."),
+    max_iter: Optional[int] = typer.Option(None, min=1, help="Iteration cap per fit (default: torch 1000; sklearn 1000 logreg, 5000 svm)."),
     executor: Optional[str] = typer.Option(None, help="Where extraction runs: local (default) or ray."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to use with --executor ray (HOST:PORT or 'auto'; default: start one on this machine)."),
     ray_workers: Optional[int] = typer.Option(None, help="Ray actors per extractor (default: one per GPU for CNNs where the cluster has GPUs, else one per CPU)."),
@@ -103,6 +106,7 @@ def run(
     options = RunOptions(out=out, data_roots=_data_roots(data_root, s.data_root), device=device, strict=strict,
                          quiet=quiet, cache_dir=cache_dir, use_cache=not no_cache, batch_size=batch_size,
                          num_workers=workers, threads=threads, verify=verify,
+                         solver=solver, tol=tol, max_iter=max_iter,
                          executor=executor or s.executor or "local", ray_address=ray_address or s.ray_address,
                          ray_workers=ray_workers if ray_workers is not None else s.ray_workers)
     runner = Runner(s, options, command=["featbench", *sys.argv[1:]])
@@ -258,6 +262,41 @@ def speed_cmd(
                          fit_images=fit_images, workers=workers, threads=threads, page=page, results=results,
                          quiet=quiet, command=["featbench", *sys.argv[1:]], echo=typer.echo)
     raise typer.Exit(code)
+
+
+@app.command("probe-bench")
+@user_errors
+def probe_bench_cmd(
+    rows: str = typer.Option("10000,100000", help="Comma-separated row counts n."),
+    dim: int = typer.Option(1280, min=1, help="Feature dimensions d."),
+    classes: int = typer.Option(1000, min=2, help="Classes k."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+    c: float = typer.Option(1.0, "--C", min=0.0, help="The penalty C of the one fit per size."),
+    tol: float = typer.Option(1e-4, min=0.0, help="Gradient tolerance (featbench.probe)."),
+    max_iter: int = typer.Option(1000, min=1, help="Iteration cap (small: time per iteration only)."),
+) -> None:
+    """Time the linear probe on seeded synthetic data as n grows: fit s, iterations, s/iteration, peak memory."""
+    from featbench.probe_bench import markdown, run
+
+    sizes = [int(v) for v in _split(rows) or []]
+    if not sizes or min(sizes) < classes:
+        raise FeatbenchError(f"--rows: give row counts of at least --classes ({classes}), e.g. 10000,100000")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise FeatbenchError(f"--device {device}: CUDA is not available")
+    table = run(sizes, dim, classes, device=device, C=c, tol=tol, max_iter=max_iter, echo=typer.echo)
+    typer.echo(markdown(table))
+
+
+@app.command("gpu-check")
+@user_errors
+def gpu_check_cmd(out: Path = typer.Option(Path("featbench-gpu-check"), help="Folder for gpu-check.md and the speed files.")) -> None:
+    """On a GPU machine: the CNN speed table and e2e/synthetic ratio on CUDA, the probe up to 1.28M x 1280 x 1000; one note."""
+    from featbench.gpu_check import gpu_check
+
+    raise typer.Exit(gpu_check(out, echo=typer.echo))
 
 
 @results_app.command("add")

@@ -67,6 +67,14 @@ class ResultRecord:
     epochs: int | None = _added(None)
     train_s: float | None = _added(None)
     train_img_per_s: float | None = _added(None)
+    #: the linear classifier's solver: 'torch' (featbench.probe) or 'sklearn'; its tolerance and
+    #: iteration cap, the iterations of the final fit, and whether every fit of the record (CV
+    #: included) reached the tolerance. Records without them were fitted by scikit-learn at tol=1e-4.
+    solver: str = _added()
+    tol: float | None = _added(None)
+    max_iter: int | None = _added(None)
+    n_iter: int | None = _added(None)
+    converged: bool | None = _added(None)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

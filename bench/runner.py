@@ -20,7 +20,7 @@ import numpy as np
 import featbench
 from featbench import adaptation
 from featbench.cache import FeatureCache, atomic_write_bytes
-from featbench.classifier import CLASSIFIERS, fit_evaluate
+from featbench.classifier import CLASSIFIERS, SOLVERS, fit_evaluate
 from featbench.datasets.folder import ImageRecord
 from featbench.datasets.tasks import Task, resolve_task
 from featbench.datasets.learning_curve import TrainSubsample, curve_size_of, curve_task_name
@@ -47,6 +47,9 @@ class RunOptions:
     threads: int | None = None
     verify: bool = False
     n_jobs: int = 1
+    solver: str = "sklearn"
+    tol: float | None = None  # None: the solver's default
+    max_iter: int | None = None
     executor: str = "local"  # where extraction runs: local or ray (bench/executor.py)
     ray_address: str | None = None
     ray_workers: int | None = None
@@ -141,6 +144,8 @@ class Runner:
 
     # -- setup: every input problem is reported before any work starts ---------------------
     def resolve(self) -> tuple[list[tuple[Task, list[str]]], list[Extractor]]:
+        if self.opt.solver not in SOLVERS:
+            raise FeatbenchError(f"unknown solver '{self.opt.solver}'; known: {', '.join(SOLVERS)}")
         for clf in self.suite.classifiers:
             if clf not in CLASSIFIERS and clf not in FINETUNING:
                 raise FeatbenchError(f"unknown classifier '{clf}'; known: {', '.join((*CLASSIFIERS, *FINETUNING))}")
@@ -205,6 +210,10 @@ class Runner:
                 start = time.perf_counter()
         self.cache.record_speed(speed_ns, stats.n_computed, stats.seconds, self._device(extractor))
         return feats, stats
+
+    def _probe_device(self) -> str:
+        """The classifier runs where the extractors do: ``--device`` (auto: CUDA when present)."""
+        return self.opt.device
 
     @staticmethod
     def _device(ex: Extractor) -> str:
@@ -286,7 +295,9 @@ class Runner:
             for method in methods:
                 X_train, y_train, X_test = adaptation.apply(method, Xs, ys, Xt_lab, yt_lab, Xt_test, seed=seed)
                 for clf in linear:
-                    ev = fit_evaluate(X_train, y_train, X_test, yt_test, kind=clf, seed=seed, n_jobs=self.opt.n_jobs)
+                    ev = fit_evaluate(X_train, y_train, X_test, yt_test, kind=clf, seed=seed, n_jobs=self.opt.n_jobs,
+                                      solver=self.opt.solver, tol=self.opt.tol, max_iter=self.opt.max_iter,
+                                      device=self._probe_device())
                     info = task.dataset.info
                     row = ResultRecord(
                         schema_version=featbench.RESULT_SCHEMA_VERSION, featbench_version=featbench.__version__,
@@ -303,6 +314,7 @@ class Runner:
                         device=self._device(ex), img_per_s_source=stats.img_per_s_source,
                         headline_metric=info.headline_metric, dataset_layout=info.layout,
                         anchors_key=info.anchors_key, train_per_class=curve_size_of(task.name),
+                        solver=ev.solver, tol=ev.tol, max_iter=ev.max_iter, n_iter=ev.n_iter, converged=ev.converged,
                     ).as_dict()
                     self._append_row(row, task, split, ev.y_pred, yt_test, classes)
                     bar.update()

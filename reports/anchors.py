@@ -97,7 +97,7 @@ ANCHORS: list[Anchor] = [
         protocol="Caltech-101, 30 training images per class, 5 random splits",
         differences="Published: the AlexNet-style DeCAF network with dropout on the feature and an SVM. featbench's "
                     "caltech101 task (protocol caltech101-30) has the same classes and split sizes, other networks and "
-                    "logistic regression by default (the decaf suite runs 3 of the 5 trials); caltech101_mini is a "
+                    "logistic regression by default (the decaf suite runs the 5 trials, decaf-reduced 3); caltech101_mini is a "
                     "10-class subset with 15 train / 10 test per class: compare orderings, not numbers.",
         checked=_DECAF_COPIES + " (Figure 4 table: SVM + dropout, DeCAF6 86.91 ± 0.7, DeCAF7 85.51 ± 0.9)"),
     Anchor(
@@ -155,7 +155,7 @@ ANCHORS: list[Anchor] = [
         differences="Published with a histogram-intersection kernel SVM on dense SIFT (16x16 patches, 8 px grid); "
                     "featbench uses a linear classifier (sift-dense-bow-spm approximates the kernel with a chi2 map). "
                     "featbench's scene15 task (protocol scene15-100) has the published split sizes (the decaf suite "
-                    "runs 3 trials); scene15_mini has 10 train / 10 test per class.",
+                    "runs 5 trials, decaf-reduced 3); scene15_mini has 10 train / 10 test per class.",
         checked="NOT VERIFIED: no copy of Table 2 of the paper could be reached from this machine"),
     Anchor(
         datasets=("indoor67",), dataset="MIT Indoor-67", family="scene", kind="cnn",

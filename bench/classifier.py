@@ -30,6 +30,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -57,6 +58,7 @@ class Evaluation:
     mean_class_acc: float
     fit_s: float
     y_pred: np.ndarray
+    model: Any = None  # the fitted pipeline (standardise, RowSpan, linear model)
 
 
 class RowSpan(TransformerMixin, BaseEstimator):
@@ -103,6 +105,23 @@ def make_pipeline_for(kind: str, C: float = 1.0, seed: int = 0):
     return make_pipeline(StandardScaler(), RowSpan(), make_classifier(kind, C=C, seed=seed))
 
 
+def original_space_weights(pipeline) -> tuple[np.ndarray, np.ndarray]:
+    """``(W [classes, d], b [classes])`` with ``X @ W.T + b`` equal to the fitted pipeline's decision
+    values on raw features ``X``: the linear model's weights mapped back through the RowSpan
+    projection (``W_std = coef @ V.T``) and the standardisation (``W = W_std / sigma``,
+    ``b = intercept - W @ mu``). A binary model's single row ``w`` becomes ``[-w, w]`` (class 0, 1), so
+    the arg-max is the prediction either way. Used for class activation maps (report gallery)."""
+    scaler, span, model = (step for _, step in pipeline.steps)
+    coef = np.asarray(model.coef_, dtype=np.float64)
+    if span.components_ is not None:
+        coef = coef @ np.asarray(span.components_, dtype=np.float64).T
+    W = coef / scaler.scale_
+    b = np.asarray(model.intercept_, dtype=np.float64) - W @ scaler.mean_
+    if len(W) == 1:
+        W, b = np.concatenate([-W, W]), np.concatenate([-b, b])
+    return W, b
+
+
 def _fold_scores(X, y, train, valid, kind, c_grid, seed) -> list[float]:
     prep = make_pipeline(StandardScaler(), RowSpan()).fit(X[train])
     Z_train, Z_valid = prep.transform(X[train]), prep.transform(X[valid])
@@ -143,4 +162,4 @@ def fit_evaluate(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
     return Evaluation(classifier=kind, C=C, cv_score=cv_score,
                       top1=float(accuracy_score(y_test, y_pred)),
                       mean_class_acc=float(balanced_accuracy_score(y_test, y_pred)),
-                      fit_s=time.perf_counter() - start, y_pred=y_pred)
+                      fit_s=time.perf_counter() - start, y_pred=y_pred, model=model)

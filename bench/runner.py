@@ -25,6 +25,7 @@ from featbench.datasets.folder import ImageRecord
 from featbench.datasets.tasks import Task, resolve_task
 from featbench.errors import FeatbenchError
 from featbench.features import Extractor, create
+from featbench.gallery import GalleryKeeper
 from featbench.provenance import snapshot
 from featbench.suite import Suite
 
@@ -106,6 +107,8 @@ class Runner:
         self.extractor_info: dict[str, Any] = {}
         self.task_info: dict[str, Any] = {}
         self.sample_task: str | None = None
+        # test images, what each extractor sees of them, probes and failures, for the report's galleries
+        self.gallery = GalleryKeeper(self.out, suite.seed, suite.classifiers[0] if suite.classifiers else "logreg")
 
     # -- setup: every input problem is reported before any work starts ---------------------
     def resolve(self) -> tuple[list[tuple[Task, list[str]]], list[Extractor]]:
@@ -194,7 +197,9 @@ class Runner:
             "split_checks": [s.stats for s in splits],
         }
         sample: list[tuple[str, str, str, dict[str, np.ndarray]]] = []
+        self.gallery.start_task(task, self._usable(splits[0].test))
         for ex in extractors:
+            self.gallery.see(task.name, ex)
             shared_feats, shared_stats = (None, None)
             if not ex.learns:
                 shared_feats, shared_stats = self.extract(ex, list(everything.values()), f"{task.name} {ex.spec}")
@@ -215,6 +220,7 @@ class Runner:
                 self._evaluate(task, t, seed + t, split, ex, feats, stats, methods)
         if task.name == self.sample_task and sample:
             self._write_features_sample(task, splits[0], sample)
+        self.gallery.finish_task(task.name)
 
     def _write_features_sample(self, task: Task, split, sample) -> None:
         """Test features of trial 0 of ``sample_task``, for the report's t-SNE figure."""
@@ -238,12 +244,12 @@ class Runner:
             def matrix(recs):
                 recs = [r for r in recs if r.uid in by_uid]
                 X = np.stack([by_uid[r.uid] for r in recs]).astype(np.float32) if recs else np.zeros((0, 0), np.float32)
-                return X, np.array([label_index[r.label] for r in recs], dtype=np.int64)
+                return X, np.array([label_index[r.label] for r in recs], dtype=np.int64), recs
 
-            Xs, ys = matrix(split.train)
-            Xt_test, yt_test = matrix(split.test)
+            Xs, ys, _ = matrix(split.train)
+            Xt_test, yt_test, test_recs = matrix(split.test)
             if split.target_train:
-                Xt_lab, yt_lab = matrix(split.target_train)
+                Xt_lab, yt_lab, _ = matrix(split.target_train)
             else:
                 Xt_lab, yt_lab = np.zeros((0, Xs.shape[1]), np.float32), np.zeros(0, np.int64)
             if len(Xs) == 0 or len(Xt_test) == 0:
@@ -266,14 +272,16 @@ class Runner:
                         "img_per_s": stats.img_per_s, "fit_s": round(ev.fit_s, 4),
                         "device": self._device(ex), "img_per_s_source": stats.img_per_s_source,
                     }
-                    self._append_row(row, task, split, ev.y_pred, yt_test, classes)
+                    self._append_row(row, task, split, ev.y_pred, yt_test, classes, test_recs)
+                    self.gallery.after_evaluation(task.name, ex, output, trial, method, clf, ev.model,
+                                                  [r.uid for r in test_recs], yt_test, ev.y_pred)
                     bar.update()
                     if not self.opt.quiet:
                         bar.write(f"  {task.name:34s} t{trial} {ex.spec}{'@' + output if output else ''} {method} {clf}: "
                               f"top1 {ev.top1:.3f}  mean-class {ev.mean_class_acc:.3f}  (C={ev.C:g})")
         bar.close()
 
-    def _append_row(self, row, task, split, y_pred, y_true, classes) -> None:
+    def _append_row(self, row, task, split, y_pred, y_true, classes, test_recs=()) -> None:
         self.rows.append(row)
         with open(self.out / "results.jsonl", "a") as fh:
             fh.write(json.dumps(row, default=_json_default) + "\n")
@@ -281,7 +289,10 @@ class Runner:
         with open(self.out / "predictions.jsonl", "a") as fh:
             fh.write(json.dumps({"task": row["task"], "trial": row["trial"], "extractor": row["extractor"],
                                  "layer": row["layer"], "method": row["method"], "classifier": row["classifier"],
-                                 "classes": classes, "y_true": y_true.tolist(), "y_pred": y_pred.tolist()}) + "\n")
+                                 "classes": classes, "y_true": y_true.tolist(), "y_pred": y_pred.tolist(),
+                                 # added (additive): the test image behind each y_true / y_pred entry
+                                 "uids": [r.uid for r in test_recs], "relpaths": [r.relpath for r in test_recs]})
+                     + "\n")
 
     # -- the whole run -------------------------------------------------------------------------
     def write_run_json(self, status: str) -> None:
@@ -299,6 +310,7 @@ class Runner:
         for name in ("results.jsonl", "predictions.jsonl"):
             (self.out / name).unlink(missing_ok=True)
         shutil.rmtree(self.out / "features-sample", ignore_errors=True)
+        self.gallery.reset()
         self.write_run_json("running")
         for task, methods in tasks:
             t0 = time.perf_counter()

@@ -127,6 +127,11 @@ class LocalEncodingExtractor(Extractor):
         out = np.stack(codes) if codes else np.zeros((0, self._encoder.dim), np.float32)
         return {"": out.astype(np.float32, copy=False)}
 
+    def visualise(self, image: Any) -> dict[str, Any]:
+        """The keypoints (with scale and orientation) or the dense grid this extractor describes;
+        see :meth:`~featbench.features.local.LocalStage.keypoints`. Needs no fit."""
+        return self.stage.keypoints(load_pixels(image))
+
     # -- descriptors ------------------------------------------------------------------
     def _describe(self, images: Sequence[Any], keys: Sequence[str]) -> Iterator[LocalFeatures]:
         """Descriptors of each image in order: from the memo, else computed on the thread pool.

@@ -10,7 +10,8 @@
 * ``results-merged.csv``: every record of every run, with the run folder;
 * ``domain_matrices.csv`` when there are domain-shift tasks; ``figures/``.
 
-Sections are built by :mod:`featbench.reports.sections` (add your own with ``register_section``).
+Sections are built by :mod:`featbench.reports.sections` (add your own with ``register_section``);
+the image galleries by :mod:`featbench.reports.gallery`.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pandas as pd
 import featbench
 
 from .data import load_runs
+from . import gallery as _gallery  # noqa: F401  (registers the gallery sections)
 from .sections import ReportContext, Section, build_sections
 from .tables import (METRIC_SHORT, aggregate, comparable_groups, families_in_order, latex_escape, per_task_matrix,
                      pct)

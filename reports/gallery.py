@@ -131,7 +131,7 @@ class Budget:
 
 def _title(kind: str, spec: str, vis: dict[str, np.ndarray]) -> str:
     if kind == "keypoints":
-        n, total = len(vis["kps"]), int(vis.get("n_total", len(vis["kps"])))
+        n, total = min(len(vis["kps"]), gf.KEYPOINTS_DRAWN), int(vis.get("n_total", len(vis["kps"])))
         return f"{gf.label(spec, 14)}: {total} kps" + (f" ({n} drawn)" if n < total else "")
     if kind == "dense-grid":
         return f"{gf.label(spec, 14)}: {len(vis['centres'])} × {len(vis['sizes'])}"
@@ -186,7 +186,12 @@ def _cnn_figure(g: TaskGallery, item: dict, arrays: dict, probe: dict | None, n:
             pred = pred_of.get(info["uid"], int(np.argmax(cam.mean((1, 2)) + cams["b"])))
             mark = "✓" if pred == true else "✗"
             gf.draw_heat(axes[i, -2], crop, cam[pred], f"CAM pred {gf.label(classes[pred], 12)} {mark}", "jet")
-            gf.draw_heat(axes[i, -1], crop, cam[true], f"CAM true {gf.label(classes[true], 12)}", "jet")
+            if pred != true:
+                gf.draw_heat(axes[i, -1], crop, cam[true], f"CAM true {gf.label(classes[true], 12)}", "jet")
+            else:  # the true class's map is the one just drawn: show the runner-up's evidence instead
+                scores = cam.mean((1, 2)) + cams["b"]
+                second = int(np.argsort(-scores)[1]) if len(scores) > 1 else true
+                gf.draw_heat(axes[i, -1], crop, cam[second], f"CAM 2nd {gf.label(classes[second], 12)}", "jet")
     return gf.finish(fig)
 
 
@@ -204,7 +209,8 @@ def gallery_sees(ctx: ReportContext) -> Section | None:
              "squashed to HOG's square, one line per orientation bin along the edge it stands for, brighter for "
              "larger block-normalised values. CNNs: the crop the network sees, each layer's channel-averaged "
              "activation (bright = strong), and the class activation map of the linear probe on the deepest "
-             "reported convolutional map (Zhou et al. 2016) for the predicted (✓ right, ✗ wrong) and the true class.")
+             "reported convolutional map (Zhou et al. 2016) for the predicted class (✓ right, ✗ wrong) and the true "
+             "class, or, when the prediction is right, the runner-up class; each map is scaled to its own range.")
     html, md = [f"<p>{esc(intro)}</p>"] + [f"<p class='note'>{esc(n)}</p>" for n in notes], [intro]
     filters_done: set[str] = set()
     filter_parts: list[tuple[str, str]] = []

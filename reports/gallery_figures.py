@@ -15,6 +15,7 @@ from .figures import _short, plt
 PANEL_IN = 1.55  # inches per panel
 THUMB_IN = 1.05
 THUMB_COLS = 8
+KEYPOINTS_DRAWN = 150
 
 
 def read_rgb(data: bytes) -> np.ndarray:
@@ -50,7 +51,7 @@ def draw_keypoints(ax, photo: np.ndarray, vis: dict[str, np.ndarray], title: str
 
     h, w = (int(v) for v in vis["shape"])
     ax.imshow(photo, extent=(0, w, h, 0), alpha=0.8)
-    kps = vis["kps"]
+    kps = vis["kps"][:KEYPOINTS_DRAWN]  # strongest first: more would hide the image
     for x, y, size, _ in kps:
         ax.add_patch(Circle((x, y), max(size / 2, 1.0), fill=False, lw=0.5, color="#00ff66", alpha=0.85))
     oriented = kps[kps[:, 3] >= 0]
@@ -105,7 +106,7 @@ def draw_hog(ax, photo: np.ndarray, vis: dict[str, np.ndarray], title: str) -> N
                 if v > 0.25:
                     x, y = (c + 0.5) * cell, (r + 0.5) * cell
                     segs.append([(x - dx, y - dy), (x + dx, y + dy)])
-                    colours.append((1.0, 1.0, 1.0, float(min(1.0, v))))
+                    colours.append((1.0, 1.0, 1.0, float(min(1.0, v * v))))  # dominant orientations stand out
     ax.add_collection(LineCollection(segs, colors=colours, linewidths=0.8))
     ax.set_xlim(0, size)
     ax.set_ylim(size, 0)

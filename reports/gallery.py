@@ -57,9 +57,10 @@ class TaskGallery:
         return gf.read_rgb((self.folder / self.entry["images"][i]["file"]).read_bytes())
 
     def source(self, files: str, record: str = "") -> str:
+        """Caption text: which command, run and records (paths relative to the run folder) a picture comes from."""
         cmd = self.run.meta.get("command") or "featbench run"
-        return (f"From run {self.run.run_id} (command: {cmd}); drawn from {self.run.path}/{files}"
-                + (f" and predictions.jsonl ({record})" if record else "") + ".")
+        return (f"From run {self.run.run_id} ({self.run.path.name}/), command: {cmd}. Records: {files}"
+                + (f"; predictions.jsonl ({record})" if record else "") + ".")
 
 
 def task_galleries(ctx: ReportContext) -> tuple[list[TaskGallery], list[str]]:
@@ -125,8 +126,12 @@ class Budget:
         uri = "data:image/webp;base64," + base64.b64encode(data).decode()
         self.ctx.figures.append(Figure(name=name, alt=alt, uri=uri, relpath=f"figures/{name}.png"))
         note = "" if scale == 1.0 else f" (shown at {int(scale * 100)} % to fit the page's size budget)"
-        return (f"<figure><img alt='{esc(alt)}' src='{uri}' loading='lazy'><figcaption>{esc(caption + note)}"
-                f"</figcaption></figure>", md)
+        # at most natural size; on a phone at least 640 px wide, scrolling sideways (shrunk to 390 px, the
+        # captions under the panels and thumbnails could not be read)
+        style = f"width:100%;height:auto;max-width:{small.width}px;min-width:{min(small.width, 640)}px"
+        return (f"<figure><div style='overflow-x:auto'><img alt='{esc(alt)}' src='{uri}' loading='lazy' "
+                f"style='{style}'></div>"
+                f"<figcaption>{esc(caption + note)}</figcaption></figure>", md)
 
 
 def _title(kind: str, spec: str, vis: dict[str, np.ndarray]) -> str:
@@ -148,7 +153,7 @@ def _classical_figure(g: TaskGallery, items: list[tuple[dict, dict]], photos: li
             draw = {"keypoints": gf.draw_keypoints, "dense-grid": gf.draw_dense_grid, "hog-cells": gf.draw_hog}.get(kind)
             if draw is None or not vis:
                 axes[i, j].set_title(f"{gf.label(item['extractor'], 14)}: nothing kept", fontsize=7)
-                gf._off(axes[i, j])
+                gf.off(axes[i, j])
                 continue
             draw(axes[i, j], photo, vis, _title(kind, item["extractor"], vis))
     return gf.finish(fig)
@@ -172,14 +177,14 @@ def _cnn_figure(g: TaskGallery, item: dict, arrays: dict, probe: dict | None, n:
         crop = vis.get("input")
         if crop is None:
             for ax in axes[i]:
-                gf._off(ax)
+                gf.off(ax)
             continue
         gf.draw_photo(axes[i, 0], crop, f"{gf.label(info['label'], 18)} (crop)")
         for j, layer in enumerate(layers, start=1):
             if f"map:{layer}" in vis:
                 gf.draw_heat(axes[i, j], crop, vis[f"map:{layer}"], gf.label(layer, 20))
             else:
-                gf._off(axes[i, j])
+                gf.off(axes[i, j])
         if probe and f"cam/{i}" in cams:
             cam = cams[f"cam/{i}"]
             true = classes.index(info["label"])
@@ -326,7 +331,7 @@ def gallery_failures(ctx: ReportContext) -> Section | None:
             cap = g.source(g.rel("thumbs/"), f"{pb['record']}; {pw['record']}")
             h, m = budget.embed(fig, f"gallery-failures-{t}-{k}", f"{g.task}: {what}", cap)
             files = ", ".join(relpath[u] for u in uids)
-            html.append(h + f"<details><summary>the {len(uids)} files</summary><p class='small'>{esc(files)}</p>"
+            html.append(h + f"<details><summary>list the {len(uids)} files</summary><p class='small'>{esc(files)}</p>"
                         "</details>")
             md.append(m + f"\n\nFiles: {files}")
             shown += 1

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .figures import _short, plt
+from .figures import plt
 
 PANEL_IN = 1.55  # inches per panel
 THUMB_IN = 1.05
@@ -25,7 +25,7 @@ def read_rgb(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def _off(ax) -> None:
+def off(ax) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     for s in ax.spines.values():
@@ -41,7 +41,7 @@ def _upsample(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def draw_photo(ax, photo: np.ndarray, title: str) -> None:
     ax.imshow(photo)
     ax.set_xlabel(title, fontsize=7, labelpad=2)
-    _off(ax)
+    off(ax)
 
 
 def draw_keypoints(ax, photo: np.ndarray, vis: dict[str, np.ndarray], title: str) -> None:
@@ -63,7 +63,7 @@ def draw_keypoints(ax, photo: np.ndarray, vis: dict[str, np.ndarray], title: str
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.set_xlabel(title, fontsize=7, labelpad=2)
-    _off(ax)
+    off(ax)
 
 
 def draw_dense_grid(ax, photo: np.ndarray, vis: dict[str, np.ndarray], title: str) -> None:
@@ -81,7 +81,7 @@ def draw_dense_grid(ax, photo: np.ndarray, vis: dict[str, np.ndarray], title: st
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.set_xlabel(title, fontsize=7, labelpad=2)
-    _off(ax)
+    off(ax)
 
 
 def draw_hog(ax, photo: np.ndarray, vis: dict[str, np.ndarray], title: str) -> None:
@@ -111,7 +111,7 @@ def draw_hog(ax, photo: np.ndarray, vis: dict[str, np.ndarray], title: str) -> N
     ax.set_xlim(0, size)
     ax.set_ylim(size, 0)
     ax.set_xlabel(title, fontsize=7, labelpad=2)
-    _off(ax)
+    off(ax)
 
 
 def draw_heat(ax, crop: np.ndarray, m: np.ndarray, title: str, cmap: str = "inferno") -> None:
@@ -121,7 +121,7 @@ def draw_heat(ax, crop: np.ndarray, m: np.ndarray, title: str, cmap: str = "infe
     lo, hi = float(up.min()), float(up.max())
     ax.imshow((up - lo) / (hi - lo) if hi > lo else np.zeros_like(up), cmap=cmap, alpha=0.55, vmin=0, vmax=1)
     ax.set_xlabel(title, fontsize=7, labelpad=2)
-    _off(ax)
+    off(ax)
 
 
 def grid(rows: int, cols: int, title: str, panel: float = PANEL_IN):
@@ -144,7 +144,7 @@ def filters_figure(filters: np.ndarray, title: str):
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(0.55 * cols, 0.55 * rows + 0.45), squeeze=False)
     for ax in axes.flat:
-        _off(ax)
+        off(ax)
     for ax, f in zip(axes.flat, filters):
         tile = np.transpose(f, (1, 2, 0)) if f.shape[0] == 3 else f.mean(0)
         lo, hi = float(tile.min()), float(tile.max())
@@ -161,7 +161,7 @@ def thumbs_figure(items: Sequence[tuple[np.ndarray | None, str]], title: str):
     rows = max(1, math.ceil(len(items) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(THUMB_IN * cols, (THUMB_IN + 0.32) * rows + 0.4), squeeze=False)
     for ax in axes.flat:
-        _off(ax)
+        off(ax)
     for ax, (pixels, caption) in zip(axes.flat, items):
         if pixels is None:
             ax.text(0.5, 0.5, "no thumbnail", ha="center", va="center", fontsize=6, color="gray")
@@ -174,4 +174,6 @@ def thumbs_figure(items: Sequence[tuple[np.ndarray | None, str]], title: str):
 
 
 def label(text: str, n: int = 16) -> str:
-    return _short(str(text), n)
+    """``text`` cut to ``n`` characters (with an ellipsis) for a panel caption."""
+    text = str(text)
+    return text if len(text) <= n else text[: n - 1] + "…"

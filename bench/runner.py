@@ -27,18 +27,8 @@ from featbench.errors import FeatbenchError
 from featbench.features import Extractor, create
 from featbench.gallery import GalleryKeeper
 from featbench.provenance import snapshot
+from featbench.records import RESULT_COLUMNS, ResultRecord, json_default
 from featbench.suite import Suite
-
-RESULT_COLUMNS = [
-    "schema_version", "featbench_version", "run_id", "suite", "task", "family", "dataset", "dataset_id",
-    "protocol", "method", "trial", "seed", "extractor", "extractor_family", "layer", "extractor_config",
-    "weights", "classifier", "C", "cv_score", "top1", "mean_class_acc", "n_train", "n_test", "dim",
-    "extract_s", "img_per_s", "fit_s", "device",
-    # added after schema v1 (additive): where img_per_s comes from: 'measured' in this run, or
-    # 'cache' (recorded when the cached features were computed)
-    "img_per_s_source",
-]
-
 
 @dataclasses.dataclass
 class RunOptions:
@@ -53,7 +43,6 @@ class RunOptions:
     num_workers: int | None = None
     threads: int | None = None
     verify: bool = False
-    report: bool = True
     n_jobs: int = 1
 
 
@@ -190,7 +179,8 @@ class Runner:
         everything = {r.uid: r for s in splits for r in (*s.train, *s.test, *s.target_train)}
         self.task_info[task.name] = {
             "dataset": task.dataset.summary(), "protocol": task.protocol.describe(), "trials": task.trials,
-            "family": task.family, "methods": methods,
+            "family": task.family, "methods": methods, "protocol_source": task.protocol_source,
+            "dataset_info": task.dataset.info.as_dict(),
             "split_sizes": [{"train": len(s.train), "test": len(s.test), "target_train": len(s.target_train)}
                             for s in splits],
             "notes": sorted({n for s in splits for n in s.notes}),
@@ -258,20 +248,23 @@ class Runner:
                 X_train, y_train, X_test = adaptation.apply(method, Xs, ys, Xt_lab, yt_lab, Xt_test, seed=seed)
                 for clf in self.suite.classifiers:
                     ev = fit_evaluate(X_train, y_train, X_test, yt_test, kind=clf, seed=seed, n_jobs=self.opt.n_jobs)
-                    row = {
-                        "schema_version": featbench.RESULT_SCHEMA_VERSION, "featbench_version": featbench.__version__,
-                        "run_id": self.run_id, "suite": self.suite.name, "task": task.name, "family": task.family,
-                        "dataset": task.dataset.name, "dataset_id": task.dataset.identity,
-                        "protocol": task.protocol.describe(), "method": method, "trial": trial, "seed": seed,
-                        "extractor": ex.spec, "extractor_family": ex.family, "layer": output,
-                        "extractor_config": ex.config.key,
-                        "weights": weights_source(describe),
-                        "classifier": clf, "C": ev.C, "cv_score": ev.cv_score, "top1": ev.top1,
-                        "mean_class_acc": ev.mean_class_acc, "n_train": int(len(X_train)), "n_test": int(len(X_test)),
-                        "dim": int(X_train.shape[1]), "extract_s": round(stats.seconds, 4),
-                        "img_per_s": stats.img_per_s, "fit_s": round(ev.fit_s, 4),
-                        "device": self._device(ex), "img_per_s_source": stats.img_per_s_source,
-                    }
+                    info = task.dataset.info
+                    row = ResultRecord(
+                        schema_version=featbench.RESULT_SCHEMA_VERSION, featbench_version=featbench.__version__,
+                        run_id=self.run_id, suite=self.suite.name, task=task.name, family=task.family,
+                        dataset=task.dataset.name, dataset_id=task.dataset.identity,
+                        protocol=task.protocol.describe(), method=method, trial=trial, seed=seed,
+                        extractor=ex.spec, extractor_family=ex.family, layer=output,
+                        extractor_config=ex.config.key,
+                        weights=weights_source(describe),
+                        classifier=clf, C=ev.C, cv_score=ev.cv_score, top1=ev.top1,
+                        mean_class_acc=ev.mean_class_acc, n_train=int(len(X_train)), n_test=int(len(X_test)),
+                        dim=int(X_train.shape[1]), extract_s=round(stats.seconds, 4),
+                        img_per_s=stats.img_per_s, fit_s=round(ev.fit_s, 4),
+                        device=self._device(ex), img_per_s_source=stats.img_per_s_source,
+                        headline_metric=info.headline_metric, dataset_layout=info.layout,
+                        anchors_key=info.anchors_key,
+                    ).as_dict()
                     self._append_row(row, task, split, ev.y_pred, yt_test, classes, test_recs)
                     self.gallery.after_evaluation(task.name, ex, output, trial, method, clf, ev.model,
                                                   [r.uid for r in test_recs], yt_test, ev.y_pred)
@@ -284,7 +277,7 @@ class Runner:
     def _append_row(self, row, task, split, y_pred, y_true, classes, test_recs=()) -> None:
         self.rows.append(row)
         with open(self.out / "results.jsonl", "a") as fh:
-            fh.write(json.dumps(row, default=_json_default) + "\n")
+            fh.write(json.dumps(row, default=json_default) + "\n")
         # predictions, for confusion matrices in the report (one file per run, appended)
         with open(self.out / "predictions.jsonl", "a") as fh:
             fh.write(json.dumps({"task": row["task"], "trial": row["trial"], "extractor": row["extractor"],
@@ -300,7 +293,7 @@ class Runner:
                     tasks=self.task_info, extractors=self.extractor_info,
                     skipped_images=sorted(self.failures.values(), key=lambda f: f["relpath"]),
                     cache={"hits": self.cache.hits, "misses": self.cache.misses})
-        atomic_write_bytes(self.out / "run.json", json.dumps(meta, indent=2, default=_json_default).encode())
+        atomic_write_bytes(self.out / "run.json", json.dumps(meta, indent=2, default=json_default).encode())
 
     def run(self, on_task_done: Callable[[str], None] | None = None) -> Path:
         start = time.perf_counter()
@@ -348,15 +341,3 @@ def write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     df.to_csv(out / "results.csv", index=False)
     df.to_parquet(out / "results.parquet", index=False)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

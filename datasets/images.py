@@ -6,9 +6,10 @@ to 8 bits by their full range (not clipped).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -55,17 +56,28 @@ def read_image(path: PathLike) -> np.ndarray:
     return decode_bytes(data, str(path))
 
 
-def decode_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    if not data:
-        raise ImageDecodeError(f"{name}: empty file")
+@contextlib.contextmanager
+def decode_errors(name: str) -> Iterator[None]:
+    """Turn what opening and decoding an image can raise into one :class:`ImageDecodeError` naming
+    ``name`` (every decode path uses it, so a bad file reads the same wherever it is met)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()  # forces a full decode: a truncated file fails here, not later
-            return to_rgb_uint8(img)
+        yield
+    except ImageDecodeError:
+        raise
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise ImageDecodeError(f"{name}: cannot read file ({exc.strerror or exc})") from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(f"{name}: not a recognised image format") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"{name}: corrupt or truncated image ({exc})") from exc
+
+
+def decode_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    if not data:
+        raise ImageDecodeError(f"{name}: empty file")
+    with decode_errors(name), Image.open(io.BytesIO(data)) as img:
+        img.load()  # forces a full decode: a truncated file fails here, not later
+        return to_rgb_uint8(img)
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

@@ -23,9 +23,7 @@ Defaults follow Chatfield et al. (2011) "The devil is in the details" and VLFeat
 recipe where those apply (dense SIFT every 4 px at bin sizes 4, 6, 8, 10; k = 1000 for
 hard-assignment histograms; a 256-component GMM on PCA-64 descriptors for Fisher vectors;
 Lazebnik's 3-level pyramid with PHOW's chi2 map), plus RootSIFT (Arandjelović & Zisserman
-2012). On 15-Scene with featbench's linear classifier the Fisher vector is the strongest
-(86 % mean class accuracy); for the pyramid, chi2, intersection and Hellinger were within
-one point of each other.
+2012). How the encodings compare on 15-Scene: README, "Measured design choices".
 
 Runtime (not parameters, never in the cache key): ``threads`` workers decode and describe
 images in parallel (OpenCV and numpy release the GIL), and ``memo_bytes`` bounds the
@@ -35,9 +33,10 @@ in-memory descriptor memo that saves recomputing the training images' descriptor
 from __future__ import annotations
 
 import os
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, Iterator, Sequence
+from functools import cached_property
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 
@@ -46,7 +45,7 @@ from featbench.errors import FeatbenchError
 from .base import Extractor, register
 from .encodings import (MAX_POINTS_PER_CLUSTER, BowEncoder, FisherEncoder, VladEncoder, check_positive,
                         sample_rows, stable_rng)
-from .local import DescriptorMemo, LocalFeatures, LocalStage, image_key, load_pixels
+from .local import DescriptorMemo, LocalFeatures, LocalStage, image_key, load_pixels, prepare_gray
 
 #: Images described ahead of the encoder; bounds the descriptors held at once.
 LOOKAHEAD = 8
@@ -74,12 +73,20 @@ class LocalEncodingExtractor(Extractor):
         super().__init__(**kwargs)
         self.threads = os.cpu_count() or 1
         self.memo_bytes = DEFAULT_MEMO_BYTES
-        self.stage = LocalStage(self.local_method, **{k: getattr(self, k) for k in _STAGE_FIELDS if k in self.params})
-        self.new_encoder()  # validates the encoding options now rather than at fit time
-        if self.max_desc is not None:
-            check_positive("max_desc", self.max_desc)
         self._encoder = None
         self._memo = DescriptorMemo(0)
+
+    @cached_property
+    def stage(self) -> LocalStage:
+        """The local-descriptor stage, built (and its options checked) on first use."""
+        return LocalStage(self.local_method, **{k: getattr(self, k) for k in _STAGE_FIELDS if k in self.params})
+
+    def check(self) -> None:
+        """Every option, before a run starts: the descriptor stage, the encoder, ``max_desc``."""
+        self.stage
+        self.new_encoder()
+        if self.max_desc is not None:
+            check_positive("max_desc", self.max_desc)
 
     def new_encoder(self):
         raise NotImplementedError
@@ -105,6 +112,7 @@ class LocalEncodingExtractor(Extractor):
     # -- estimator API ------------------------------------------------------------------
     def fit(self, images: Sequence[Any], labels: Sequence[int] | None = None, *,
             image_ids: Sequence[str] | None = None, seed: int = 0) -> "LocalEncodingExtractor":
+        self.check()
         keys = [image_key(im) for im in images]
         super().fit(images, labels, image_ids=list(image_ids) if image_ids is not None else keys, seed=seed)
         self._memo = DescriptorMemo(self.memo_bytes)
@@ -131,6 +139,17 @@ class LocalEncodingExtractor(Extractor):
         """The keypoints (with scale and orientation) or the dense grid this extractor describes;
         see :meth:`~featbench.features.local.LocalStage.keypoints`. Needs no fit."""
         return self.stage.keypoints(load_pixels(image))
+
+    def speed_stages(self, device: str) -> "OrderedDict[str, Callable[[Any], Any]]":
+        """``featbench speed``'s stages, sequential on one thread (``transform`` spreads images over a
+        thread pool): preprocess (gray, resize policy), extract (local descriptors), encode."""
+        if self._encoder is None:
+            raise FeatbenchError(f"extractor '{self.spec}' must be fitted before transform")
+        stage, encoder = self.stage, self._encoder
+        return OrderedDict(
+            preprocess=lambda images: [prepare_gray(im, stage.max_side) for im in images],
+            extract=lambda grays: [stage.compute(g) for g in grays],  # the resize is a no-op by now
+            encode=lambda feats: np.stack([encoder.encode(f.xy, f.desc) for f in feats]).astype(np.float32))
 
     # -- descriptors ------------------------------------------------------------------
     def _describe(self, images: Sequence[Any], keys: Sequence[str]) -> Iterator[LocalFeatures]:

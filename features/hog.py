@@ -15,10 +15,14 @@ parameters.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+from typing import Any, Callable
+
 import cv2
 import numpy as np
 
 from featbench.datasets.images import to_gray
+from featbench.errors import FeatbenchError
 
 from .base import Extractor, register
 
@@ -33,8 +37,6 @@ class HOG(Extractor):
 
     def _descriptor(self) -> cv2.HOGDescriptor:
         if self.size % self.cell:
-            from featbench.errors import FeatbenchError
-
             raise FeatbenchError(f"hog: size={self.size} must be a multiple of cell={self.cell}")
         cell = (self.cell, self.cell)
         block = (self.cell * self.block, self.cell * self.block)
@@ -46,13 +48,16 @@ class HOG(Extractor):
         n = self.size // self.cell - self.block + 1
         return n * n * self.block * self.block * self.bins
 
-    def transform_one(self, image: np.ndarray) -> np.ndarray:
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Gray, resized to ``size x size`` (area interpolation when shrinking, bilinear when enlarging)."""
+        gray = to_gray(image)
+        interp = cv2.INTER_AREA if min(gray.shape) > self.size else cv2.INTER_LINEAR
+        return cv2.resize(gray, (self.size, self.size), interpolation=interp)
+
+    def compute(self, gray: np.ndarray) -> np.ndarray:
+        """The descriptor of a prepared image."""
         if not hasattr(self, "_hog"):
             self._hog = self._descriptor()
-        gray = to_gray(image)
-        h, w = gray.shape
-        interp = cv2.INTER_AREA if min(h, w) > self.size else cv2.INTER_LINEAR
-        gray = cv2.resize(gray, (self.size, self.size), interpolation=interp)
         return self._hog.compute(gray).ravel().astype(np.float32)
 
     def cell_histograms(self, descriptor: np.ndarray) -> np.ndarray:
@@ -76,3 +81,11 @@ class HOG(Extractor):
         axes, y down), so the edge it stands for runs at that angle + 90."""
         return {"kind": "hog-cells", "cells": self.cell_histograms(self.transform_one(image)),
                 "cell": np.int64(self.cell), "size": np.int64(self.size)}
+
+    def transform_one(self, image: np.ndarray) -> np.ndarray:
+        return self.compute(self.prepare(image))
+
+    def speed_stages(self, device: str) -> "OrderedDict[str, Callable[[Any], Any]]":
+        """``featbench speed``'s stages: preprocess (gray, resize), extract (the descriptor)."""
+        return OrderedDict(preprocess=lambda images: [self.prepare(im) for im in images],
+                           extract=lambda grays: np.stack([self.compute(g) for g in grays]))

@@ -22,7 +22,6 @@ import pandas as pd
 import featbench
 
 from .data import load_runs
-from . import gallery as _gallery  # noqa: F401  (registers the gallery sections)
 from .sections import ReportContext, Section, build_sections
 from .tables import (METRIC_SHORT, aggregate, comparable_groups, families_in_order, latex_escape, per_task_matrix,
                      pct)

@@ -11,7 +11,7 @@ Two sections, registered like the built-in ones (:func:`~featbench.reports.secti
   best layer), thumbnails of the test images it misclassifies and of those only one of them gets right.
 
 Everything is drawn from the run folder's ``gallery/`` and ``predictions.jsonl`` (see
-:mod:`featbench.gallery`); nothing is extracted again. Pictures are embedded in report.html as
+:mod:`.gallery_data`); nothing is extracted again. Pictures are embedded in report.html as
 WebP (``report.md`` links the PNGs in ``figures/``) within a size budget per section
 (``SEES_BUDGET``, ``FAILURES_BUDGET``; together at most 10 MB, so that a quick-shared report stays
 under 15 MB): a picture over the budget left is redrawn smaller, and dropped with a note if it
@@ -27,11 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from featbench.gallery import GALLERY_DIR, load_arrays, per_image, read_index
-
 from . import figures as figs
 from . import gallery_figures as gf
-from .sections import Figure, ReportContext, Section, register_section
+from .gallery_data import GALLERY_DIR, load_arrays, per_image, read_index
+from .section_api import Figure, ReportContext, Section, register_section
 from .tables import esc, pct, strip_layers
 
 SEES_BUDGET = 7_000_000
@@ -202,6 +201,7 @@ def _cnn_figure(g: TaskGallery, item: dict, arrays: dict, probe: dict | None, n:
 
 @register_section("gallery-sees", order=95)
 def gallery_sees(ctx: ReportContext) -> Section | None:
+    """What each extractor sees on a task's gallery images: keypoints, grids, HOG cells, CNN maps and CAMs."""
     title = "What each extractor sees"
     galleries, notes = task_galleries(ctx)
     if not galleries:
@@ -281,6 +281,7 @@ def best_and_worst(ctx: ReportContext, task: str, classifier: str):
 
 @register_section("gallery-failures", order=105)
 def gallery_failures(ctx: ReportContext) -> Section | None:
+    """Test images the best and the worst extractor of each task get wrong, and those only one gets right."""
     title = "Failure gallery: best and worst extractor"
     galleries, _ = task_galleries(ctx)
     budget = Budget(ctx, FAILURES_BUDGET)

@@ -11,8 +11,8 @@ import pytest
 
 import featbench.features as F
 from featbench.classifier import fit_evaluate, original_space_weights
-from featbench.gallery import load_arrays, per_image, read_index
 from featbench.reports import build_report
+from featbench.reports.gallery_data import load_arrays, per_image, read_index
 from featbench.reports.screenshot import find_chromium, screenshot
 from featbench.runner import RunOptions, Runner
 from featbench.suite import Suite, TaskSpec

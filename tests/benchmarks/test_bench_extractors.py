@@ -1,9 +1,11 @@
 """pytest-benchmark suite: every registered extractor on the same 16 real images, end to end.
 
-Skipped in the default test run (``addopts`` has ``--benchmark-skip``). Run and compare::
+Skipped in the default test run (``addopts`` has ``--benchmark-skip``). Run::
 
-    pytest tests/benchmarks --benchmark-only --benchmark-autosave
-    pytest tests/benchmarks --benchmark-only --benchmark-compare --benchmark-compare-fail=median:10%
+    pytest tests/benchmarks --benchmark-only
+
+Speed history and regression checks across commits are ``featbench speed --compare``'s (one
+history, keyed by commit and machine); this suite only times and checks ratios within one run.
 
 One round = ``transform_outputs`` on all 16 file records (read, decode, extract, encode),
 after ``configure_runtime(device="cpu", batch_size=16)``; learned extractors are fitted on
@@ -12,7 +14,7 @@ The images come from :func:`featbench.speed.speed_images`: ``office_caltech10`` 
 roots when present (``$FEATBENCH_DATA``, ``../shared/datasets``), else a shared mini dataset,
 else 16 photos shipped inside scikit-image, so saved runs compare only when the same set was
 used (``extra_info["dataset"]``). Extractors listed by ``cnn`` use the specs of
-:data:`featbench.speed.DEFAULT_SPECS`; one whose weights are missing is skipped with the reason.
+the examples registered with ``cnn`` (``featbench.features.base.example_specs``); one whose weights are missing is skipped with the reason.
 ``FEATBENCH_BENCH_DEVICE=cuda`` runs the torch extractors on the GPU.
 """
 from __future__ import annotations

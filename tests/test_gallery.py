@@ -73,7 +73,7 @@ def gallery_run(tmp_path_factory):
     suite = Suite(name="gallery-test", tasks=[TaskSpec(name="textures")],
                   extractors=["hog:size=32", "surf-bow:k=16", CNN])
     options = RunOptions(out=base / "run", data_roots=[str(base / "data")], cache_dir=str(base / "cache"),
-                         quiet=True, batch_size=8, device="cpu", report=False)
+                         quiet=True, batch_size=8, device="cpu")
     Runner(suite, options, command=["featbench", "run", "gallery-test"]).run()
     return base / "run"
 

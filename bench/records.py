@@ -59,6 +59,14 @@ class ResultRecord:
     headline_metric: str = _added()
     dataset_layout: str = _added()
     anchors_key: str = _added()
+    #: the transfer study: the learning-curve size (training images per class; None off a curve),
+    #: and for fine-tuning rows the recipe (JSON), the chosen epoch count, training seconds and
+    #: training images/s (forward + backward)
+    train_per_class: int | None = _added(None)
+    recipe: str = _added()
+    epochs: int | None = _added(None)
+    train_s: float | None = _added(None)
+    train_img_per_s: float | None = _added(None)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

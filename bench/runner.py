@@ -99,7 +99,8 @@ class Runner:
         self.task_info: dict[str, Any] = {}
         self.sample_task: str | None = None
         # test images, what each extractor sees of them, probes and failures, for the report's galleries
-        self.gallery = GalleryKeeper(self.out, suite.seed, next((c for c in suite.classifiers if c in CLASSIFIERS), "logreg"))
+        linear = next((c for c in suite.classifiers if c in CLASSIFIERS), "logreg")
+        self.gallery = GalleryKeeper(self.out, suite.seed, linear)
 
     # -- setup: every input problem is reported before any work starts ---------------------
     def resolve(self) -> tuple[list[tuple[Task, list[str]]], list[Extractor]]:

@@ -20,7 +20,8 @@ A new section is one decorated function in one module (see :mod:`.section_api`),
 """
 from __future__ import annotations
 
-from . import gallery, sections_accuracy, sections_detail, sections_speed, sections_transfer  # noqa: F401  (registration)
+from . import (gallery, sections_accuracy, sections_detail, sections_speed,  # noqa: F401  (registration)
+               sections_transfer)
 from .section_api import (SECTIONS, Builder, Figure, ReportContext, Section, absent, build_sections,  # noqa: F401
                           register_section, registered)
 from .sections_detail import domain_matrices  # noqa: F401

@@ -198,6 +198,7 @@ class Runner:
         sample: list[tuple[str, str, str, dict[str, np.ndarray]]] = []
         self.gallery.start_task(task, self._usable(splits[0].test))
         for ex in extractors:
+            ex.bind_dataset(task.dataset)
             self.gallery.see(task.name, ex)
             shared_feats, shared_stats = (None, None)
             if not ex.learns:

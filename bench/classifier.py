@@ -131,13 +131,17 @@ def make_pipeline_for(kind: str, C: float = 1.0, seed: int = 0):
     return make_pipeline(StandardScaler(), RowSpan(), model)
 
 
-def original_space_weights(pipeline) -> tuple[np.ndarray, np.ndarray]:
+def original_space_weights(pipeline) -> tuple[np.ndarray, np.ndarray] | None:
     """``(W [classes, d], b [classes])`` with ``X @ W.T + b`` equal to the fitted pipeline's decision
     values on raw features ``X``: the linear model's weights mapped back through the RowSpan
     projection (``W_std = coef @ V.T``) and the standardisation (``W = W_std / sigma``,
     ``b = intercept - W @ mu``). A binary model's single row ``w`` becomes ``[-w, w]`` (class 0, 1), so
-    the arg-max is the prediction either way. Used for class activation maps (report gallery)."""
-    scaler, span, model = (step for _, step in pipeline.steps)
+    the arg-max is the prediction either way. None for a classifier that is no linear model on
+    standardised features (``1nn``). Used for class activation maps (report gallery)."""
+    steps = [step for _, step in pipeline.steps]
+    if len(steps) != 3 or not hasattr(steps[2], "coef_"):
+        return None
+    scaler, span, model = steps
     coef = np.asarray(model.coef_, dtype=np.float64)
     if span.components_ is not None:
         coef = coef @ np.asarray(span.components_, dtype=np.float64).T

@@ -153,11 +153,18 @@ class GalleryKeeper:
             return
         from featbench.classifier import original_space_weights
 
-        W, b = original_space_weights(model)
-        arrays = {"W": W.astype(np.float32), "b": b.astype(np.float32)}
-        for i, A in maps.items():
-            arrays[f"cam/{i}"] = np.einsum("cd,dhw->chw", W, A.astype(np.float64)).astype(np.float32)
         entry = self.index["tasks"][task]
+        try:
+            weights = original_space_weights(model)
+            if weights is None:
+                return
+            W, b = weights
+            arrays = {"W": W.astype(np.float32), "b": b.astype(np.float32)}
+            for i, A in maps.items():
+                arrays[f"cam/{i}"] = np.einsum("cd,dhw->chw", W, A.astype(np.float64)).astype(np.float32)
+        except Exception as exc:  # a picture must never stop a run
+            entry.setdefault("probe_errors", {})[f"{extractor.spec}@{output}"] = f"{type(exc).__name__}: {exc}"
+            return
         name = f"probe-{len(entry['probes']):02d}-{_slug(extractor.spec)}.npz"
         np.savez_compressed(self._dir(task) / name, **arrays)
         entry["probes"].append({"extractor": extractor.spec, "layer": output, "file": name})

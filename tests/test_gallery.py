@@ -161,3 +161,9 @@ def test_chromium_renders_the_galleries(gallery_report, tmp_path):
         pictures = rgb.min(2) < 200  # photos, glyphs and maps, not text on white (text covers a few %)
         heat = (rgb.max(2) - rgb.min(2)) > 60  # the coloured activation maps and CAMs
         assert pictures.mean() > 0.15 and heat.mean() > 0.005, (width, pictures.mean(), heat.mean())
+
+
+def test_no_probe_weights_for_a_classifier_that_is_not_linear():
+    y = np.repeat(np.arange(3), 10)
+    X = np.random.default_rng(0).normal(size=(30, 5)) + y[:, None]
+    assert original_space_weights(fit_evaluate(X, y, X, y, kind="1nn").model) is None

@@ -105,6 +105,8 @@ class GalleryKeeper:
                 pixels = rec.load()
             except ImageDecodeError:
                 continue
+            except Exception:  # records that are no images (rows of a feature file): no gallery for the task
+                break
             name = f"images/{len(entry['images']):02d}.jpg"
             (folder.parent / name).write_bytes(jpeg_bytes(pixels, IMAGE_SIDE))
             entry["images"].append({"uid": rec.uid, "relpath": rec.relpath, "label": rec.label, "file": name,
@@ -178,6 +180,8 @@ class GalleryKeeper:
             return
         entry = self.index["tasks"][task]
         wrong = [r for r in self._test.pop(task, []) if r.uid in self._wrong.get(task, ())]
+        if not entry["images"]:  # not an image dataset (see start_task): nothing to show
+            wrong = []
         if len(wrong) > THUMB_CAP:
             keep = np.sort(np.random.default_rng(self.seed).choice(len(wrong), THUMB_CAP, replace=False))
             entry["thumbs_left_out"] = len(wrong) - THUMB_CAP

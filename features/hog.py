@@ -35,6 +35,13 @@ class HOG(Extractor):
     version = "1"
     params = {"size": 128, "cell": 8, "block": 2, "bins": 9}
 
+    def __getstate__(self) -> dict:
+        """Parameters only: OpenCV's descriptor object cannot travel to another process (a Ray
+        worker) and is rebuilt there on first use."""
+        state = dict(self.__dict__)
+        state.pop("_hog", None)
+        return state
+
     def _descriptor(self) -> cv2.HOGDescriptor:
         if self.size % self.cell:
             raise FeatbenchError(f"hog: size={self.size} must be a multiple of cell={self.cell}")

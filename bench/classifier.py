@@ -106,6 +106,7 @@ class Evaluation:
     max_iter: int = probe.DEFAULT_MAX_ITER
     n_iter: int = 0  # iterations of the final fit
     converged: bool = True  # every fit of the evaluation (CV and final) reached tol
+    model: Any = None  # the fitted scikit-learn pipeline (standardise, RowSpan, linear model); None for torch
 
 
 def _blas_threads_for(flops: float):
@@ -163,6 +164,27 @@ def make_pipeline_for(kind: str, C: float = 1.0, seed: int = 0, **solver_options
     if not CLASSIFIERS.entry(kind).meta.get("standardise", True):
         return make_pipeline(model)
     return make_pipeline(StandardScaler(), RowSpan(), model)
+
+
+def original_space_weights(pipeline) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(W [classes, d], b [classes])`` with ``X @ W.T + b`` equal to the fitted pipeline's decision
+    values on raw features ``X``: the linear model's weights mapped back through the RowSpan
+    projection (``W_std = coef @ V.T``) and the standardisation (``W = W_std / sigma``,
+    ``b = intercept - W @ mu``). A binary model's single row ``w`` becomes ``[-w, w]`` (class 0, 1), so
+    the arg-max is the prediction either way. None for a classifier that is no linear model on
+    standardised features (``1nn``). Used for class activation maps (report gallery)."""
+    steps = [step for _, step in pipeline.steps]
+    if len(steps) != 3 or not hasattr(steps[2], "coef_"):
+        return None
+    scaler, span, model = steps
+    coef = np.asarray(model.coef_, dtype=np.float64)
+    if span.components_ is not None:
+        coef = coef @ np.asarray(span.components_, dtype=np.float64).T
+    W = coef / scaler.scale_
+    b = np.asarray(model.intercept_, dtype=np.float64) - W @ scaler.mean_
+    if len(W) == 1:
+        W, b = np.concatenate([-W, W]), np.concatenate([-b, b])
+    return W, b
 
 
 @dataclass
@@ -280,6 +302,7 @@ def fit_evaluate(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
             C, cv_score = float(c_grid[len(c_grid) // 2]), float("nan")
         X_test = np.asarray(X_test, dtype=np.float32)
         if solver == "torch":
+            model = None  # no scikit-learn pipeline: the report gallery draws no class activation map
             path = _TorchPath(X_train, y_train, st)
             final = path.fit(C, warm=False)
             n_iter, converged = final.n_iter, converged and final.converged
@@ -294,4 +317,4 @@ def fit_evaluate(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
                       top1=float(accuracy_score(y_test, y_pred)),
                       mean_class_acc=float(balanced_accuracy_score(y_test, y_pred)),
                       fit_s=time.perf_counter() - start, y_pred=y_pred,
-                      solver=solver, tol=st.tol, max_iter=st.max_iter, n_iter=n_iter, converged=bool(converged))
+                      solver=solver, tol=st.tol, max_iter=st.max_iter, n_iter=n_iter, converged=bool(converged), model=model)

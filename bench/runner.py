@@ -29,6 +29,7 @@ from featbench.executor import make_executor
 from featbench.features import Extractor, create
 from featbench.features_sample import write_features_sample
 from featbench.finetune import FINETUNE_KINDS, FINETUNING, finetune_evaluate
+from featbench.gallery import GalleryKeeper
 from featbench.provenance import snapshot
 from featbench.records import RESULT_COLUMNS, ResultRecord, json_default
 from featbench.suite import Suite
@@ -141,6 +142,9 @@ class Runner:
         self.extractor_info: dict[str, Any] = {}
         self.task_info: dict[str, Any] = {}
         self.sample_task: str | None = None
+        # test images, what each extractor sees of them, probes and failures, for the report's galleries
+        linear = next((c for c in suite.classifiers if c in CLASSIFIERS), "logreg")
+        self.gallery = GalleryKeeper(self.out, suite.seed, linear)
 
     # -- setup: every input problem is reported before any work starts ---------------------
     def resolve(self) -> tuple[list[tuple[Task, list[str]]], list[Extractor]]:
@@ -237,8 +241,10 @@ class Runner:
             "split_checks": [s.stats for s in splits],
         }
         sample: list[tuple[str, str, str, dict[str, np.ndarray]]] = []
+        self.gallery.start_task(task, self._usable(splits[0].test))
         for ex in extractors:
             ex.bind_dataset(task.dataset)
+            self.gallery.see(task.name, ex)
             shared_feats, shared_stats = (None, None)
             if not ex.learns:
                 shared_feats, shared_stats = self.extract(ex, list(everything.values()), f"{task.name} {ex.spec}")
@@ -260,6 +266,7 @@ class Runner:
                 self._finetune(task, t, seed + t, split, ex, stats)
         if task.name == self.sample_task and sample:
             self._write_features_sample(task, splits[0], sample)
+        self.gallery.finish_task(task.name)
 
     def _write_features_sample(self, task: Task, split, sample) -> None:
         """Test features of trial 0 of ``sample_task``, for the report's t-SNE figure."""
@@ -282,12 +289,12 @@ class Runner:
             def matrix(recs):
                 recs = [r for r in recs if r.uid in by_uid]
                 X = np.stack([by_uid[r.uid] for r in recs]).astype(np.float32) if recs else np.zeros((0, 0), np.float32)
-                return X, np.array([label_index[r.label] for r in recs], dtype=np.int64)
+                return X, np.array([label_index[r.label] for r in recs], dtype=np.int64), recs
 
-            Xs, ys = matrix(split.train)
-            Xt_test, yt_test = matrix(split.test)
+            Xs, ys, _ = matrix(split.train)
+            Xt_test, yt_test, test_recs = matrix(split.test)
             if split.target_train:
-                Xt_lab, yt_lab = matrix(split.target_train)
+                Xt_lab, yt_lab, _ = matrix(split.target_train)
             else:
                 Xt_lab, yt_lab = np.zeros((0, Xs.shape[1]), np.float32), np.zeros(0, np.int64)
             if len(Xs) == 0 or len(Xt_test) == 0:
@@ -316,7 +323,9 @@ class Runner:
                         anchors_key=info.anchors_key, train_per_class=curve_size_of(task.name),
                         solver=ev.solver, tol=ev.tol, max_iter=ev.max_iter, n_iter=ev.n_iter, converged=ev.converged,
                     ).as_dict()
-                    self._append_row(row, task, split, ev.y_pred, yt_test, classes)
+                    self._append_row(row, task, split, ev.y_pred, yt_test, classes, test_recs)
+                    self.gallery.after_evaluation(task.name, ex, output, trial, method, clf, ev.model,
+                                                  [r.uid for r in test_recs], yt_test, ev.y_pred)
                     bar.update()
                     if not self.opt.quiet:
                         bar.write(f"  {task.name:34s} t{trial} {ex.spec}{'@' + output if output else ''} {method} {clf}: "
@@ -363,12 +372,12 @@ class Runner:
                 train_per_class=curve_size_of(task.name), recipe=json.dumps(res.recipe, sort_keys=True),
                 epochs=res.epochs, train_s=round(res.train_s, 4), train_img_per_s=res.train_img_per_s,
             ).as_dict()
-            self._append_row(row, task, split, ev.y_pred, y_true, classes)
+            self._append_row(row, task, split, ev.y_pred, y_true, classes, test)
             if not self.opt.quiet:
                 print(f"  {task.name:34s} t{trial} {ex.spec} {kind}: top1 {ev.top1:.3f}  mean-class "
                       f"{ev.mean_class_acc:.3f}  ({res.epochs} epochs, {res.train_s:.0f} s)", flush=True)
 
-    def _append_row(self, row, task, split, y_pred, y_true, classes) -> None:
+    def _append_row(self, row, task, split, y_pred, y_true, classes, test_recs=()) -> None:
         self.rows.append(row)
         with open(self.out / "results.jsonl", "a") as fh:
             fh.write(json.dumps(row, default=json_default) + "\n")
@@ -376,7 +385,10 @@ class Runner:
         with open(self.out / "predictions.jsonl", "a") as fh:
             fh.write(json.dumps({"task": row["task"], "trial": row["trial"], "extractor": row["extractor"],
                                  "layer": row["layer"], "method": row["method"], "classifier": row["classifier"],
-                                 "classes": classes, "y_true": y_true.tolist(), "y_pred": y_pred.tolist()}) + "\n")
+                                 "classes": classes, "y_true": y_true.tolist(), "y_pred": y_pred.tolist(),
+                                 # added (additive): the test image behind each y_true / y_pred entry
+                                 "uids": [r.uid for r in test_recs], "relpaths": [r.relpath for r in test_recs]})
+                     + "\n")
 
     # -- the whole run -------------------------------------------------------------------------
     def write_run_json(self, status: str) -> None:
@@ -395,6 +407,7 @@ class Runner:
         for name in ("results.jsonl", "predictions.jsonl"):
             (self.out / name).unlink(missing_ok=True)
         shutil.rmtree(self.out / "features-sample", ignore_errors=True)
+        self.gallery.reset()
         self.write_run_json("running")
         for task, methods in tasks:
             t0 = time.perf_counter()

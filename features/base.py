@@ -210,6 +210,25 @@ class Extractor:
             outs = {o: np.concatenate([p[o] for p in parts]) for o in parts[0]} if parts else {}
             yield done, outs, errors
 
+    # -- pictures (the report's "what each extractor sees" gallery) ---------------------
+    def visualise(self, image: np.ndarray) -> dict[str, Any]:
+        """What this extractor looks at in one RGB ``uint8`` image, as drawing material.
+
+        Returns ``{}`` (nothing to draw) or ``{"kind": str, **arrays}``, plus optionally
+        ``"spatial": {output: float32 [d, h, w]}``: a map whose mean over ``(h, w)`` is that
+        output's feature vector, so that a linear probe's class score can be spread over the
+        image (a class activation map). Kinds drawn by the report: ``keypoints``, ``dense-grid``
+        (:class:`~featbench.features.classical.LocalEncodingExtractor`), ``hog-cells``
+        (:class:`~featbench.features.hog.HOG`), ``cnn`` (:class:`~featbench.features.cnn.CNN`).
+        Arrays must be numeric (they are stored with ``np.savez``, read without pickle). It
+        needs no ``fit``.
+        """
+        return {}
+
+    def visualise_model(self) -> dict[str, Any]:
+        """Image-independent drawing material (a CNN's first convolution filters); ``{}`` by default."""
+        return {}
+
     # -- speed hooks (featbench speed times extractors only through these) ------------------
     def speed_stages(self, device: str) -> "dict[str, Callable[[Any], Any]] | None":
         """Ordered stage functions for ``featbench speed``'s per-stage timing, or None (timed whole).

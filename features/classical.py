@@ -146,6 +146,11 @@ class LocalEncodingExtractor(Extractor):
         out = np.stack(codes) if codes else np.zeros((0, self._encoder.dim), np.float32)
         return {"": out.astype(np.float32, copy=False)}
 
+    def visualise(self, image: Any) -> dict[str, Any]:
+        """The keypoints (with scale and orientation) or the dense grid this extractor describes;
+        see :meth:`~featbench.features.local.LocalStage.keypoints`. Needs no fit."""
+        return self.stage.keypoints(load_pixels(image))
+
     def speed_stages(self, device: str) -> "OrderedDict[str, Callable[[Any], Any]]":
         """``featbench speed``'s stages, sequential on one thread (``transform`` spreads images over a
         thread pool): preprocess (gray, resize policy), extract (local descriptors), encode."""

@@ -289,6 +289,43 @@ class CNN(Extractor):
             self._network = self._build()
         return self._network
 
+    # -- pictures --------------------------------------------------------------------------------
+    def _visual_net(self, crop: np.ndarray):
+        """A separate fp32 copy of the network returning every output's spatial map (built once)."""
+        from .cnn_visual import VisualNet
+
+        if getattr(self, "_visual", None) is None:
+            net = build_model(self.model, self.source, self.weights_info, self._tv_weights)
+            for module in net.modules():
+                if isinstance(getattr(module, "inplace", None), bool):
+                    module.inplace = False
+            create_fx, graph_node_names = self._graph_api()
+            graph_nodes = graph_node_names(net)[1]
+            device = self.network.device
+            net = net.eval().to(device)
+
+            def normalise(view: np.ndarray) -> torch.Tensor:
+                return self._normalise(torch.from_numpy(np.ascontiguousarray(view))[None]).float()
+
+            probe_ok = (self.pool or "avg") == "avg" and not self.l2 and self.aug is None
+            self._visual = VisualNet(net, graph_nodes, self._resolve_nodes(net, graph_nodes), create_fx, normalise,
+                                     probe_ok, normalise(crop))
+        return self._visual
+
+    def visualise(self, image: Any) -> dict[str, Any]:
+        """``cnn``: the centre crop the network sees, the channel-averaged activation map of every
+        reported output (``map:<output>``), and ``spatial`` for a class activation map; see
+        :mod:`featbench.features.cnn_visual`."""
+        crop = prepare_views(image, self.preprocess, None)[0]
+        return self._visual_net(crop).visualise(crop)
+
+    def visualise_model(self) -> dict[str, Any]:
+        """The first convolution's filters (``conv-filters``)."""
+        from .cnn_visual import first_conv_filters
+
+        visual = getattr(self, "_visual", None)
+        return visual.filters if visual is not None else first_conv_filters(self.network.net)
+
     # -- inference -----------------------------------------------------------------------------
     def _autocast(self, device: torch.device):
         if device.type != "cuda":

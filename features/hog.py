@@ -67,6 +67,28 @@ class HOG(Extractor):
             self._hog = self._descriptor()
         return self._hog.compute(gray).ravel().astype(np.float32)
 
+    def cell_histograms(self, descriptor: np.ndarray) -> np.ndarray:
+        """Per-cell orientation histograms ``[rows, cols, bins]`` from a descriptor: the mean of the
+        block-normalised histograms of each cell over the blocks that contain it (what the
+        classifier sees of that cell). OpenCV orders blocks and cells column-major
+        (``[block_col, block_row, cell_col, cell_row, bin]``; see ``tests/test_hog.py``)."""
+        n, b = self.size // self.cell - self.block + 1, self.block
+        blocks = np.asarray(descriptor, np.float32).reshape(n, n, b, b, self.bins).transpose(1, 0, 3, 2, 4)
+        cells = np.zeros((n + b - 1, n + b - 1, self.bins), np.float32)
+        count = np.zeros((n + b - 1, n + b - 1, 1), np.float32)
+        for r in range(b):
+            for c in range(b):
+                cells[r:r + n, c:c + n] += blocks[:, :, r, c]
+                count[r:r + n, c:c + n] += 1
+        return cells / count
+
+    def visualise(self, image: np.ndarray) -> dict:
+        """``hog-cells``: cell histograms on the ``size x size`` grid the image is squashed to; bin
+        ``i`` holds unsigned gradient orientations around ``(i + 0.5) * 180 / bins`` degrees (image
+        axes, y down), so the edge it stands for runs at that angle + 90."""
+        return {"kind": "hog-cells", "cells": self.cell_histograms(self.transform_one(image)),
+                "cell": np.int64(self.cell), "size": np.int64(self.size)}
+
     def transform_one(self, image: np.ndarray) -> np.ndarray:
         return self.compute(self.prepare(image))
 

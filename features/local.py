@@ -325,6 +325,43 @@ class LocalStage:
         return LocalFeatures(_normalized_xy(points, gray.shape), np.ascontiguousarray(desc, dtype=np.float16))
 
 
+    def keypoints(self, image: np.ndarray, limit: int = 400) -> dict[str, Any]:
+        """Where this stage describes an image, for drawing (``Extractor.visualise``).
+
+        Sparse methods: ``{"kind": "keypoints", "shape": [h, w], "kps": float32 [N, 4], "n_total"}``,
+        rows ``x, y, size, angle`` in pixels of the resized grey image (``shape``); ``size`` is the
+        keypoint's diameter and ``angle`` its orientation in degrees, clockwise on screen from the
+        x axis (OpenCV's convention; -1 when none); at most ``limit``, strongest response first.
+        Dense methods: ``{"kind": "dense-grid", "shape", "centres": int [N, 2], "sizes": [S]}``:
+        every centre is described at every patch diameter in ``sizes`` (px).
+        """
+        gray = prepare_gray(image, self.max_side)
+        shape = np.array(gray.shape, dtype=np.int64)
+        if self.method == "sift-dense":
+            centres = grid_centres(gray.shape, self.step, math.ceil(1.5 * max(self.sizes)))
+            return {"kind": "dense-grid", "shape": shape, "centres": centres,
+                    "sizes": 4.0 * np.asarray(self.sizes, dtype=np.float32)}  # 4x4 bins per descriptor
+        if self.method == "surf-dense":
+            from featbench.features import surf
+
+            grid = surf.dense_keypoints(gray.shape, self.step, [self.sizes[0]])
+            return {"kind": "dense-grid", "shape": shape, "centres": grid[:, :2].astype(np.int64),
+                    "sizes": np.asarray(self.sizes, dtype=np.float32) * 20 * 1.2 / 9}  # the 20s window
+        if self.method == "surf":
+            from featbench.features import surf
+
+            kps, _ = surf.detect_and_compute(gray, hessian_threshold=self.hessian, extended=self.extended)
+            rows, response = kps[:, [0, 1, 2, 3]], kps[:, 4]
+        else:
+            detector = cv2.SIFT_create() if self.method == "sift" else cv2.ORB_create(nfeatures=self.n_features)
+            found = detector.detect(gray, None)
+            rows = np.array([(k.pt[0], k.pt[1], k.size, k.angle) for k in found]).reshape(-1, 4)
+            response = np.array([k.response for k in found])
+        order = np.argsort(-response, kind="stable")[:limit]
+        return {"kind": "keypoints", "shape": shape, "kps": rows[order].astype(np.float32),
+                "n_total": np.int64(len(rows))}
+
+
 # --------------------------------------------------------------------------- memo
 
 def image_key(item: Any) -> str:

@@ -10,7 +10,8 @@
 * ``results-merged.csv``: every record of every run, with the run folder;
 * ``domain_matrices.csv`` when there are domain-shift tasks; ``figures/``.
 
-Sections are built by :mod:`featbench.reports.sections` (add your own with ``register_section``).
+Sections are built by :mod:`featbench.reports.sections` (add your own with ``register_section``);
+the image galleries by :mod:`featbench.reports.gallery`.
 """
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ Importing this module registers the built-in sections, in page order (``featbenc
 * :mod:`.sections_transfer`: learning curves (65), the transfer decision map (67);
 * :mod:`.sections_speed`: accuracy against images/s (70), ``featbench speed``'s page (75);
 * :mod:`.sections_detail`: domain matrices (80), t-SNE embedding (90), confusion matrices (100),
-  comparability (110), skipped images (120), runs and provenance (130).
+  comparability (110), skipped images (120), runs and provenance (130);
+* :mod:`.gallery`: what each extractor sees (95), failure gallery (105).
 
 A new section is one decorated function in one module (see :mod:`.section_api`), e.g.::
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from . import sections_accuracy, sections_detail, sections_speed, sections_transfer  # noqa: F401  (registration)
 from . import adaptation_effects, reproductions  # noqa: F401  (registration: 52 reproduced tables, 53 adaptation effects)
+from . import gallery  # noqa: F401  (registration: 95 what each extractor sees, 105 failure gallery)
 from .section_api import (SECTIONS, Builder, Figure, ReportContext, Section, absent, build_sections,  # noqa: F401
                           register_section, registered)
 from .sections_detail import domain_matrices  # noqa: F401

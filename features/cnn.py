@@ -53,9 +53,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from featbench.datasets.images import ImageDecodeError, to_rgb_uint8
+from featbench.datasets.images import ImageDecodeError, open_image, read_file_bytes, to_rgb_uint8
 from featbench.errors import FeatbenchError
 
 from . import cnn_presets
@@ -111,23 +111,21 @@ def model_preprocess(model: str, src: str, tv_weights: str | None = None) -> Pre
                       mean=tuple(data["mean"]), std=tuple(data["std"]), squash=data["crop_mode"] == "squash")
 
 
+#: Longest side / shortest side beyond which an image is cut to its centre before resizing.
+MAX_ASPECT = 8
+
+
 def _decode_reduced(path: str, min_side: int) -> Image.Image:
-    """Decode an image file like :func:`featbench.datasets.images.read_image`, but let JPEG's
-    DCT scaling shrink it by up to 8x as long as the shorter side stays >= ``min_side``."""
-    try:
-        with Image.open(path) as img:
-            if img.format == "JPEG":
-                w, h = img.size
-                scale = min_side / min(w, h)
-                img.draft(None, (math.ceil(w * scale), math.ceil(h * scale)))
-            img.load()
-            return Image.fromarray(to_rgb_uint8(img))
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        raise ImageDecodeError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageDecodeError(f"{path}: not a recognised image format") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"{path}: corrupt or truncated image ({exc})") from exc
+    """Decode an image file like :func:`featbench.datasets.images.read_image` (same checks: regular
+    file, pixel budget), but let JPEG's DCT scaling shrink it by up to 8x as long as the shorter
+    side stays >= ``min_side``."""
+    with open_image(read_file_bytes(path), path) as img:
+        if img.format == "JPEG":
+            w, h = img.size
+            scale = min_side / min(w, h)
+            img.draft(None, (math.ceil(w * scale), math.ceil(h * scale)))
+        img.load()
+        return Image.fromarray(to_rgb_uint8(img))
 
 
 def load_image(item: Any, min_side: int) -> Image.Image:
@@ -146,10 +144,17 @@ def prepare_views(item: Any, prep: Preprocess, aug: str | None) -> np.ndarray:
 
     Resize and centre crop follow torchvision's ``Resize(int)`` + ``CenterCrop`` on PIL images
     (shorter side to ``resize``, the longer ``int(resize * long / short)``; crop offsets rounded;
-    black padding when the crop is larger than the resized image).
+    black padding when the crop is larger than the resized image). An image more elongated than
+    ``MAX_ASPECT``:1 (a 65535 x 1 strip would become 16.7 million x 256 pixels) is first cut to
+    its central ``MAX_ASPECT``:1 part, which holds the centre crop's pixels.
     """
     img = load_image(item, prep.resize)
     w, h = img.size
+    if not prep.squash and max(w, h) > MAX_ASPECT * min(w, h):
+        keep = MAX_ASPECT * min(w, h)
+        box = ((w - keep) // 2, 0, (w - keep) // 2 + keep, h) if w > h else (0, (h - keep) // 2, w, (h - keep) // 2 + keep)
+        img = img.crop(box)
+        w, h = img.size
     if prep.squash:
         size = (prep.resize, prep.resize)
     elif w <= h:

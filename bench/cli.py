@@ -1,21 +1,58 @@
 """The ``featbench`` command line (typer).
 
-Every user error (missing data root, unknown task or extractor, malformed suite) is printed
-as one line naming the problem and exits with code 2, with no traceback.
+Every user error (missing data root, unknown task or extractor, malformed suite, an option
+with a wrong value, an output that cannot be written) is printed as one line naming the
+problem and exits with code 2, with no traceback. Ctrl-C exits 130 and SIGTERM 143, each with
+one line (run.json then says ``failed`` with the reason). Anything else is a bug in featbench:
+its traceback is shown, followed by a line asking to report it.
 """
 from __future__ import annotations
 
 import functools
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable, List, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from featbench.errors import FeatbenchError
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+BUG_LINE = ("featbench: this is a bug in featbench, not a problem with your input: please report it "
+            "(the command line and the traceback above) to the featbench maintainers")
+
+
+class OneLineErrors(TyperGroup):
+    """The root command: a usage error (unknown option, a value of the wrong type or range) is one
+    line and exit 2, instead of click's usage block; an unexpected exception shows its traceback
+    and :data:`BUG_LINE`."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except click.exceptions.ClickException as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) else ""
+            message = "; ".join(l.strip() for l in exc.format_message().splitlines() if l.strip())
+            click.echo(f"featbench: error: {message}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("featbench: aborted", err=True)
+            sys.exit(1)
+        except Exception:
+            traceback.print_exc()
+            click.echo(BUG_LINE, err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Benchmark ImageNet CNN layer features against classical descriptors.")
 cache_app = typer.Typer(help="Inspect or clear the feature cache.", pretty_exceptions_enable=False)
 app.add_typer(cache_app, name="cache")
@@ -25,6 +62,11 @@ app.add_typer(results_app, name="results")
 
 
 def user_errors(fn: Callable) -> Callable:
+    """FeatbenchError -> one line, exit 2; a write the disk refused -> one line, exit 2; Ctrl-C -> 130;
+    SIGTERM -> 143."""
+    from featbench.atomic import WRITE_ERRNOS, write_failure
+    from featbench.run_folder import TerminatedBySignal
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -32,6 +74,17 @@ def user_errors(fn: Callable) -> Callable:
         except FeatbenchError as exc:
             typer.echo(f"featbench: error: {exc}", err=True)
             raise typer.Exit(2)
+        except OSError as exc:
+            if exc.errno not in WRITE_ERRNOS or not exc.filename:
+                raise
+            typer.echo(f"featbench: error: {write_failure(exc.filename, exc)}", err=True)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            typer.echo("featbench: interrupted", err=True)
+            raise typer.Exit(130)
+        except TerminatedBySignal:
+            typer.echo("featbench: terminated (SIGTERM)", err=True)
+            raise typer.Exit(143)
     return wrapper
 
 
@@ -97,11 +150,7 @@ def run(
                          quiet=quiet, cache_dir=cache_dir, use_cache=not no_cache, batch_size=batch_size,
                          num_workers=workers, threads=threads, verify=verify, report=report)
     runner = Runner(s, options, command=["featbench", *sys.argv[1:]])
-    out_dir = runner.run()
-    if report:
-        from featbench.reports import build_report
-
-        build_report([out_dir], out_dir)
+    out_dir = runner.run()  # writes the report too (unless --no-report) before saying 'complete'
     typer.echo(f"results: {out_dir / 'results.csv'}" + (f"\nreport:  {out_dir / 'report.html'}" if report else ""))
 
 

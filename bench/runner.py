@@ -7,10 +7,10 @@ moment it is scored, and ``run.json`` is rewritten after every task. A bad image
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,9 +19,12 @@ import numpy as np
 
 import featbench
 from featbench import adaptation
-from featbench.cache import FeatureCache, atomic_write_bytes
+from featbench import run_folder
+from featbench.atomic import append_line, atomic_write_bytes, atomic_write_with
+from featbench.cache import FeatureCache
 from featbench.classifier import CLASSIFIERS, fit_evaluate
 from featbench.datasets.folder import ImageRecord
+from featbench.datasets.images import max_pixels
 from featbench.datasets.tasks import Task, resolve_task
 from featbench.errors import FeatbenchError
 from featbench.features import Extractor, create
@@ -106,9 +109,11 @@ class Runner:
         self.extractor_info: dict[str, Any] = {}
         self.task_info: dict[str, Any] = {}
         self.sample_task: str | None = None
+        self._foreign: set[str] = set()  # entries of --out that are not this run's outputs
 
     # -- setup: every input problem is reported before any work starts ---------------------
     def resolve(self) -> tuple[list[tuple[Task, list[str]]], list[Extractor]]:
+        max_pixels()  # a bad $FEATBENCH_MAX_PIXELS is reported now, not image by image
         for clf in self.suite.classifiers:
             if clf not in CLASSIFIERS:
                 raise FeatbenchError(f"unknown classifier '{clf}'; known: {', '.join(CLASSIFIERS)}")
@@ -122,6 +127,8 @@ class Runner:
                     adaptation.check(m, has_target_labels=task.protocol.gives_target_labels)
                 except FeatbenchError as exc:
                     raise FeatbenchError(f"task '{spec.name}': {exc}") from None
+            check_classes(task, self.suite.seed)
+            self.task_info[task.name] = {"dropped_files": list(getattr(task.dataset, "dropped", []))}
             tasks.append((task, spec.methods))
         extractors = [create(s) for s in self.suite.extractors]
         for ex in extractors:
@@ -186,6 +193,7 @@ class Runner:
         splits = [task.split(t, seed) for t in range(task.trials)]
         everything = {r.uid: r for s in splits for r in (*s.train, *s.test, *s.target_train)}
         self.task_info[task.name] = {
+            **self.task_info.get(task.name, {}),
             "dataset": task.dataset.summary(), "protocol": task.protocol.describe(), "trials": task.trials,
             "family": task.family, "methods": methods,
             "split_sizes": [{"train": len(s.train), "test": len(s.test), "target_train": len(s.target_train)}
@@ -275,31 +283,51 @@ class Runner:
 
     def _append_row(self, row, task, split, y_pred, y_true, classes) -> None:
         self.rows.append(row)
-        with open(self.out / "results.jsonl", "a") as fh:
-            fh.write(json.dumps(row, default=_json_default) + "\n")
+        append_line(self.out / "results.jsonl", json.dumps(row, default=_json_default))
         # predictions, for confusion matrices in the report (one file per run, appended)
-        with open(self.out / "predictions.jsonl", "a") as fh:
-            fh.write(json.dumps({"task": row["task"], "trial": row["trial"], "extractor": row["extractor"],
-                                 "layer": row["layer"], "method": row["method"], "classifier": row["classifier"],
-                                 "classes": classes, "y_true": y_true.tolist(), "y_pred": y_pred.tolist()}) + "\n")
+        append_line(self.out / "predictions.jsonl", json.dumps(
+            {"task": row["task"], "trial": row["trial"], "extractor": row["extractor"], "layer": row["layer"],
+             "method": row["method"], "classifier": row["classifier"], "classes": classes,
+             "y_true": y_true.tolist(), "y_pred": y_pred.tolist()}))
 
     # -- the whole run -------------------------------------------------------------------------
-    def write_run_json(self, status: str) -> None:
+    def write_run_json(self, status: str, reason: str | None = None) -> None:
         meta = dict(self.meta, run_id=self.run_id, status=status, timings_s=self.timings,
                     tasks=self.task_info, extractors=self.extractor_info,
                     skipped_images=sorted(self.failures.values(), key=lambda f: f["relpath"]),
-                    cache={"hits": self.cache.hits, "misses": self.cache.misses})
+                    dropped_files=self.dropped_files(),
+                    cache={"hits": self.cache.hits, "misses": self.cache.misses},
+                    outputs=run_folder.outputs_now(self.out, self._foreign))
+        if reason is not None:
+            meta["status_reason"] = reason
         atomic_write_bytes(self.out / "run.json", json.dumps(meta, indent=2, default=_json_default).encode())
 
+    def dropped_files(self) -> list[dict[str, str]]:
+        """Entries named like images that the dataset listings left out, with the reason."""
+        return sorted(({"task": t, **d} for t, info in self.task_info.items() for d in info.get("dropped_files", [])),
+                      key=lambda d: (d["task"], d["relpath"]))
+
     def run(self, on_task_done: Callable[[str], None] | None = None) -> Path:
-        start = time.perf_counter()
+        """Check --out, lock it, resolve every input, then run; run.json says how it ended."""
+        run_folder.check_out_dir(self.out)
         tasks, extractors = self.resolve()
+        run_folder.prepare_out_dir(self.out)
+        with run_folder.locked(self.out):
+            self._foreign = run_folder.clear_earlier_outputs(self.out)
+            self.write_run_json("running")
+            try:
+                with run_folder.sigterm_unwinds():
+                    self._run(tasks, extractors, on_task_done)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):  # the disk may be what failed
+                    self.write_run_json("failed", reason=run_folder.failure_reason(exc))
+                raise
+            self.write_run_json("complete")
+        return self.out
+
+    def _run(self, tasks, extractors, on_task_done) -> None:
+        start = time.perf_counter()
         self.sample_task = embedding_task([t for t, _ in tasks])
-        self.out.mkdir(parents=True, exist_ok=True)
-        for name in ("results.jsonl", "predictions.jsonl"):
-            (self.out / name).unlink(missing_ok=True)
-        shutil.rmtree(self.out / "features-sample", ignore_errors=True)
-        self.write_run_json("running")
         for task, methods in tasks:
             t0 = time.perf_counter()
             if not self.opt.quiet:
@@ -313,8 +341,11 @@ class Runner:
             self.extractor_info[ex.spec] = ex.describe()
         self.timings["total"] = round(time.perf_counter() - start, 2)
         write_tables(self.out, self.rows)
-        self.write_run_json("complete")
-        return self.out
+        if self.opt.report:
+            from featbench.reports import build_report
+
+            self.write_run_json("reporting")
+            build_report([self.out], self.out)
 
 
 def embedding_task(tasks: Sequence[Task]) -> str | None:
@@ -322,6 +353,18 @@ def embedding_task(tasks: Sequence[Task]) -> str | None:
     classes (first in suite order on ties), since a 2-D map of 100 classes shows no readable clusters."""
     plain = [t for t in tasks if t.source is None]
     return min(plain, key=lambda t: len(t.dataset.classes)).name if plain else None
+
+
+def check_classes(task: Task, seed: int) -> None:
+    """Refuse, before any work, a task whose training images hold fewer than two classes."""
+    if len(task.dataset.classes) < 2:
+        raise FeatbenchError(f"task '{task.name}': the dataset has {len(task.dataset.classes)} class(es) "
+                             f"({', '.join(task.dataset.classes) or 'none'}); a classifier needs at least two")
+    split = task.split(0, seed)
+    train = {r.label for r in (*split.train, *split.target_train)}
+    if len(train) < 2:
+        raise FeatbenchError(f"task '{task.name}': its training images hold only {len(train)} class(es) "
+                             f"({', '.join(sorted(train)) or 'none'}); a classifier needs at least two")
 
 
 def weights_source(describe: dict[str, Any]) -> str:
@@ -334,8 +377,8 @@ def write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
     import pandas as pd
 
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    df.to_csv(out / "results.csv", index=False)
-    df.to_parquet(out / "results.parquet", index=False)
+    atomic_write_with(out / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
+    atomic_write_with(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def _json_default(obj: Any) -> Any:

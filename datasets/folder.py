@@ -244,7 +244,12 @@ def read_image_folder(root: Path, name: str) -> Dataset:
             if not files:
                 listing.empty_classes.append(printable(listing.rel(class_dir)))
             for f in files:
-                records.append(ImageRecord(uid=sha256_file(f), label=class_dir.name, group=group,
+                try:
+                    uid = sha256_file(f)
+                except OSError as exc:  # unreadable (permissions), or gone since listing
+                    listing.dropped.append({"relpath": listing.rel(f), "reason": f"cannot be read ({exc.strerror or exc})"})
+                    continue
+                records.append(ImageRecord(uid=uid, label=class_dir.name, group=group,
                                            relpath=listing.rel(f), path=str(f)))
     listing.bad_names = bad_dirs + listing.bad_names
     listing.check()

@@ -29,6 +29,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from featbench.atomic import OutputWriteError, atomic_write_bytes, atomic_write_with
+
 from . import anchors as anchors_mod
 from . import figures as figs
 from .data import RunSet
@@ -80,7 +82,7 @@ class ReportContext:
         png = figs.png_bytes(fig)
         folder = self.out / "figures"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{name}.png").write_bytes(png)
+        atomic_write_bytes(folder / f"{name}.png", png)
         f = Figure(name=name, alt=alt, uri=figs.data_uri(png), relpath=f"figures/{name}.png")
         self.figures.append(f)
         return f
@@ -113,6 +115,8 @@ def build_sections(ctx: ReportContext) -> list[Section]:
     for order, sid, fn in registered():
         try:
             sec = fn(ctx)
+        except OutputWriteError:  # a full disk stops the report; it must not look finished
+            raise
         except Exception as exc:  # one broken section must not lose the whole report
             tb = traceback.format_exc(limit=3)
             sec = Section(sid, sid.replace("-", " ").capitalize(),
@@ -148,7 +152,7 @@ def summary(ctx: ReportContext) -> Section:
         f"{prim['task'].nunique()} task(s); {prim['label'].nunique()} extractor variant(s).",
     ]
     warn = [f"run {r.run_id} did not complete (status '{r.meta.get('status', '?')}'): its results are partial"
-            for r in runs if r.meta.get("status") not in ("complete", None)]
+            for r in runs if r.meta.get("status") not in ("complete", "reporting", None)]
     warn += [f"{r.path} has no run.json: provenance unknown" for r in runs if not r.meta]
     best_rows = []
     labels, tasks, cells = per_task_matrix(agg)
@@ -588,7 +592,7 @@ def domain(ctx: ReportContext) -> Section:
             rows.append([l] + [pct(m[l][a, b]) for a, b in shifts] + [pct(means[l])])
         html.append(html_table(header, rows))
         md.append(md_table(header, rows))
-    pd.DataFrame(csv_rows).to_csv(ctx.out / "domain_matrices.csv", index=False)
+    atomic_write_with(ctx.out / "domain_matrices.csv", lambda tmp: pd.DataFrame(csv_rows).to_csv(tmp, index=False))
     ctx.extra_files.append(ctx.out / "domain_matrices.csv")
     return Section("domain", title, "".join(html), "\n\n".join(md))
 
@@ -752,10 +756,12 @@ def comparability(ctx: ReportContext) -> Section:
 @register_section("skipped", order=120)
 def skipped(ctx: ReportContext) -> Section:
     title = "Skipped images and protocol notes"
-    rows, notes = [], []
+    rows, notes, dropped = [], [], []
     for run in ctx.runs.runs:
         for s in run.meta.get("skipped_images", []) or []:
             rows.append([run.run_id, s.get("relpath", "?"), s.get("reason", "?")])
+        for d in run.meta.get("dropped_files", []) or []:
+            dropped.append([run.run_id, d.get("task", "?"), d.get("relpath", "?"), d.get("reason", "?")])
         for t, info in (run.meta.get("tasks") or {}).items():
             for n in info.get("notes") or []:
                 notes.append([run.run_id, t, n])
@@ -768,6 +774,12 @@ def skipped(ctx: ReportContext) -> Section:
     else:
         html.append("<p>No image was skipped: every image decoded.</p>")
         md.append("No image was skipped: every image decoded.")
+    if dropped:
+        intro = (f"{len(dropped)} entr(y/ies) named like images were not image files and were left out when the "
+                 "dataset folders were listed:")
+        head = ["run", "task", "entry", "reason"]
+        html.append(f"<h3>Dropped when listing</h3><p>{esc(intro)}</p>" + html_table(head, dropped))
+        md.append("### Dropped when listing\n\n" + intro + "\n\n" + md_table(head, dropped, ["l"] * 4))
     if notes:
         html.append("<h3>Protocol notes</h3>" + html_table(["run", "task", "note"], notes))
         md.append("### Protocol notes\n\n" + md_table(["run", "task", "note"], notes, ["l"] * 3))

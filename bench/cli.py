@@ -74,10 +74,10 @@ def user_errors(fn: Callable) -> Callable:
         except FeatbenchError as exc:
             typer.echo(f"featbench: error: {exc}", err=True)
             raise typer.Exit(2)
-        except OSError as exc:
-            if exc.errno not in WRITE_ERRNOS or not exc.filename:
+        except OSError as exc:  # the disk refused a write (full, size limit, read-only): not a bug
+            if exc.errno not in WRITE_ERRNOS:
                 raise
-            typer.echo(f"featbench: error: {write_failure(exc.filename, exc)}", err=True)
+            typer.echo(f"featbench: error: {write_failure(exc.filename or 'an output file', exc)}", err=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             typer.echo("featbench: interrupted", err=True)

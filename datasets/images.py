@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import stat
 from typing import Iterator, Union
 
@@ -112,8 +113,11 @@ def open_image(data: bytes, name: str) -> Iterator[Image.Image]:
         raise
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(f"{name}: not a recognised image format") from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"{name}: image too large to decode safely ({exc})") from exc
+    except Image.DecompressionBombError as exc:  # PIL's own limit, checked inside Image.open
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)) / 1e6:.0f} M pixels" if pixels else "the image"
+        raise ImageDecodeError(f"{name}: {size} exceeds the pixel budget of {max_pixels() / 1e6:g} M "
+                               f"(possible decompression bomb; ${MAX_PIXELS_ENV} raises it)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"{name}: corrupt or truncated image ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is a bad file

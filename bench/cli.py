@@ -15,11 +15,13 @@ import traceback
 from pathlib import Path
 from typing import Callable, List, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from featbench.errors import FeatbenchError
+
+#: click's base of usage errors (typer >= 0.20 vendors click, so take it from typer's own class)
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 BUG_LINE = ("featbench: this is a bug in featbench, not a problem with your input: please report it "
             "(the command line and the traceback above) to the featbench maintainers")
@@ -37,17 +39,18 @@ class OneLineErrors(TyperGroup):
         try:
             code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                 standalone_mode=False, **extra)
-        except click.exceptions.ClickException as exc:
-            where = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) else ""
+        except ClickException as exc:
+            sub = exc.ctx.command_path.split(" ", 1)[1:] if getattr(exc, "ctx", None) else []
+            where = " (see 'featbench " + "".join(w + " " for w in sub) + "--help')"
             message = "; ".join(l.strip() for l in exc.format_message().splitlines() if l.strip())
-            click.echo(f"featbench: error: {message}{where}", err=True)
+            typer.echo(f"featbench: error: {message}{where}", err=True)
             sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            click.echo("featbench: aborted", err=True)
+        except typer.Abort:
+            typer.echo("featbench: aborted", err=True)
             sys.exit(1)
         except Exception:
             traceback.print_exc()
-            click.echo(BUG_LINE, err=True)
+            typer.echo(BUG_LINE, err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -92,6 +95,31 @@ def _split(value: Optional[str]) -> Optional[list[str]]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _nonempty(option: str, values: Optional[list[str]], what: str) -> Optional[list[str]]:
+    """A list option that was given must name something (``--tasks ,`` names nothing)."""
+    if values is not None and not values:
+        raise FeatbenchError(f"{option}: no {what} named")
+    return values
+
+
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+
+
+def _check_device(value: str, extra: str = "") -> str:
+    import re
+
+    if not re.fullmatch(DEVICE_PATTERN + (f"|{extra}" if extra else ""), value):
+        raise FeatbenchError(f"--device: '{value}' is not a device; use auto, cpu, cuda or cuda:N"
+                             + (f" or {extra}" if extra else ""))
+    return value
+
+
+def _cache_dir(value: Optional[str]) -> Optional[str]:
+    if value and Path(value).expanduser().exists() and not Path(value).expanduser().is_dir():
+        raise FeatbenchError(f"--cache-dir {value}: exists and is not a folder")
+    return value
+
+
 def _data_roots(value: Optional[str], suite_root: Optional[str]) -> list[str]:
     from featbench.runner import default_data_roots
 
@@ -130,16 +158,19 @@ def run(
     from featbench.runner import RunOptions, Runner
     from featbench.suite import TaskSpec, load_suite
 
+    _check_device(device)
+    _cache_dir(cache_dir)
     s = load_suite(suite)
-    if tasks:
+    if tasks is not None:
+        _nonempty("--tasks", _split(tasks) or [], "task")
         known = {t.name: t for t in s.tasks}
         s.tasks = [known.get(name, TaskSpec(name=name)) for name in _split(tasks)]
-    if extractors:
+    if extractors is not None:
         from featbench.features.base import split_specs
 
-        s.extractors = split_specs(extractors)
-    if classifiers:
-        s.classifiers = _split(classifiers)
+        s.extractors = _nonempty("--extractors", split_specs(extractors), "extractor")
+    if classifiers is not None:
+        s.classifiers = _nonempty("--classifiers", _split(classifiers) or [], "classifier")
     if trials:
         s.trials = trials
         for t in s.tasks:
@@ -162,7 +193,12 @@ def report_cmd(
 ) -> None:
     """Build one report from one or more runs (e.g. a CPU run and a GPU run)."""
     from featbench.reports import build_report
+    from featbench.run_folder import prepare_out_dir
 
+    for d in run_dirs:
+        if not d.is_dir():
+            raise FeatbenchError(f"{d}: no such run folder")
+    prepare_out_dir(out)
     path = build_report(run_dirs, out)
     typer.echo(f"report: {path}")
 
@@ -202,7 +238,7 @@ def cache_info(cache_dir: Optional[str] = typer.Option(None, help="Cache folder.
     """Where the cache is and what it holds."""
     from featbench.cache import FeatureCache
 
-    cache = FeatureCache(cache_dir)
+    cache = FeatureCache(_cache_dir(cache_dir))
     typer.echo(f"cache: {cache.root}")
     total = 0
     for ns, meta, n, size in cache.namespaces():
@@ -218,7 +254,7 @@ def cache_clear(cache_dir: Optional[str] = typer.Option(None, help="Cache folder
     """Delete every cached feature."""
     from featbench.cache import FeatureCache
 
-    cache = FeatureCache(cache_dir)
+    cache = FeatureCache(_cache_dir(cache_dir))
     cache.clear()
     typer.echo(f"cleared {cache.root}")
 
@@ -248,8 +284,17 @@ def speed_cmd(
     quiet: bool = typer.Option(False, help="Print only the final table."),
 ) -> None:
     """Time extractors: images/s, per-image latency, stage breakdown; compare with earlier runs."""
+    from featbench.run_folder import check_out_dir
     from featbench.speed import speed_command
 
+    _check_device(device, extra="all")
+    check_out_dir(out)
+    if extractors:  # every spec parses and names a registered extractor, before anything is timed
+        from featbench.features import create
+        from featbench.features.base import split_specs
+
+        for spec in _nonempty("--extractors", split_specs(extractors), "extractor"):
+            create(spec)
     code = speed_command(extractors=extractors, device=device, batch_sizes=batch_sizes, images=images, out=out,
                          repeats=repeats, warmup=warmup, data_root=data_root, dataset=dataset, synthetic=synthetic,
                          compare=compare, threshold=threshold, history=history, record=record,
@@ -277,6 +322,9 @@ def results_render(corpus: Path = typer.Option(Path("results"), help="Corpus fol
                    check: bool = typer.Option(False, help="Exit 1 if OUT differs from a fresh rendering.")) -> None:
     """Regenerate RESULTS.md from the corpus (or check that it is in step)."""
     from featbench.reports.corpus import cli_render
+
+    if not corpus.is_dir():
+        raise FeatbenchError(f"--corpus {corpus}: no such folder")
 
     code, msg = cli_render(corpus, out, check)
     typer.echo(msg, err=bool(code))

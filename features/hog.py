@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from featbench.datasets.images import to_gray
+from featbench.errors import FeatbenchError
 
 from .base import Extractor, register
 
@@ -31,11 +32,17 @@ class HOG(Extractor):
     version = "1"
     params = {"size": 128, "cell": 8, "block": 2, "bins": 9}
 
-    def _descriptor(self) -> cv2.HOGDescriptor:
-        if self.size % self.cell:
-            from featbench.errors import FeatbenchError
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        for key in ("size", "cell", "block", "bins"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise FeatbenchError(f"hog: {key} must be a positive integer (got {value!r})")
+        if self.size % self.cell or self.size < self.cell * self.block:
+            raise FeatbenchError(f"hog: size={self.size} must be a multiple of cell={self.cell} and at least "
+                                 f"cell x block = {self.cell * self.block}")
 
-            raise FeatbenchError(f"hog: size={self.size} must be a multiple of cell={self.cell}")
+    def _descriptor(self) -> cv2.HOGDescriptor:
         cell = (self.cell, self.cell)
         block = (self.cell * self.block, self.cell * self.block)
         return cv2.HOGDescriptor((self.size, self.size), block, cell, cell, self.bins,

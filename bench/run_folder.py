@@ -148,4 +148,8 @@ def failure_reason(exc: BaseException) -> str:
         return "terminated by SIGTERM"
     if isinstance(exc, FeatbenchError):
         return str(exc)
+    from featbench.atomic import WRITE_ERRNOS, write_failure
+
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        return str(write_failure(exc.filename or "an output file", exc))
     return f"internal error: {type(exc).__name__}: {exc}"

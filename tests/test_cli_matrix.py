@@ -150,3 +150,16 @@ def test_the_bad_invocation_table_is_in_step(places, monkeypatch):
     rows.append("| `featbench run --out DIR` where DIR is not writable (non-root) | featbench: error: --out DIR/out: "
                 "DIR is not writable (permission denied) |")
     check_doc_block(REPO / "docs" / "hostile-inputs.md", "invocations", "\n".join(rows))
+
+
+def test_a_genuine_bug_shows_its_traceback_and_asks_for_a_report(places, monkeypatch):
+    import featbench.runner
+    from featbench.cli import BUG_LINE
+
+    def broken(self, *args, **kwargs):  # a bug inside featbench, not bad input
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(featbench.runner.Runner, "resolve", broken)
+    code, output = invoke("run --data-root DATA --tasks ds", places, monkeypatch)
+    assert code == 1 and "Traceback" in output and "ZeroDivisionError" in output
+    assert output.strip().splitlines()[-1] == BUG_LINE

@@ -237,3 +237,25 @@ def test_the_hostile_input_table_is_in_step(corpus, tmp_path):
         "has 1 class(es) (only); a classifier needs at least two' | — | — |",
     ]
     check_doc_block(REPO / "docs" / "hostile-inputs.md", "kinds", "\n".join(rows))
+
+
+def test_orb_and_every_encoding_survive_degenerate_images():
+    """Defect: orb-bow crashed in fit on a 1 x 1 or 4 x 900 image (cv2 'inv_scale_x > 0')."""
+    from featbench.features.local import orb_bits, prepare_gray
+
+    for shape in ((1, 1), (4, 900), (900, 4), (62, 62)):
+        points, bits = orb_bits(prepare_gray(np.zeros(shape + (3,), np.uint8), 300), 1500)
+        assert points.shape == (0, 2) and bits.shape == (0, 256)
+    ex = create("orb-bow:k=8")
+    tiny = [np.full((1, 1, 3), 7, np.uint8), photo(4, 900 // 3).repeat(3, axis=1), photo(96, 96)]
+    ex.fit(tiny, image_ids=["a", "b", "c"], seed=0)  # the 96 x 96 photo gives the descriptors
+    X = ex.transform(tiny)
+    assert X.shape == (3, 8) and np.isfinite(X).all()
+
+
+def test_training_images_too_small_for_a_codebook_is_one_clear_error():
+    from featbench.errors import FeatbenchError
+
+    ex = create("orb-bow:k=8")
+    with pytest.raises(FeatbenchError, match="gave 0 local descriptors, fewer than k=8"):
+        ex.fit([np.zeros((1, 1, 3), np.uint8), np.zeros((4, 900, 3), np.uint8)], image_ids=["a", "b"], seed=0)

@@ -44,6 +44,8 @@ from typing import Any, Callable
 import numpy as np
 
 from featbench.errors import FeatbenchError
+from featbench.options import parse_options
+from featbench.registry import Registry
 
 Method = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -51,57 +53,33 @@ Method = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
 DIRECT_MAX_DIM = 2048
 
 
-class _MethodRegistry(dict):
-    """name -> function; ``spec in METHODS`` also accepts ``"name:key=value,..."`` specs."""
-
-    def __contains__(self, spec: object) -> bool:
-        if not isinstance(spec, str):
-            return False
-        try:
-            name, _ = parse_method(spec)
-        except FeatbenchError:
-            return False
-        return dict.__contains__(self, name)
-
-
-METHODS: dict[str, Method] = _MethodRegistry()
-#: methods that need labelled target images (Split.target_train)
-NEEDS_TARGET_LABELS: set[str] = set()
+#: name -> method function; ``needs_target_labels`` in each entry's metadata
+METHODS: Registry[Method] = Registry("adaptation method")
 
 
 def method(name: str, needs_target_labels: bool = False) -> Callable[[Method], Method]:
-    def deco(fn: Method) -> Method:
-        METHODS[name] = fn
-        if needs_target_labels:
-            NEEDS_TARGET_LABELS.add(name)
-        return fn
-    return deco
-
-
-def _value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
+    return METHODS.register(name, needs_target_labels=needs_target_labels)
 
 
 def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"sa:d=100"`` -> ``("sa", {"d": 100})``."""
+    """``"sa:d=100"`` -> ``("sa", {"d": 100})`` (the option grammar of :mod:`featbench.options`)."""
     name, _, rest = spec.strip().partition(":")
-    opts: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise FeatbenchError(f"adaptation method '{spec}': options are written key=value")
-        opts[key.strip()] = _value(value.strip())
-    return name, opts
+    return name, parse_options(rest, f"adaptation method '{spec}'")
+
+
+def is_method(spec: object) -> bool:
+    """True for a known method name or ``"name:key=value,..."`` spec."""
+    if not isinstance(spec, str):
+        return False
+    try:
+        return parse_method(spec)[0] in METHODS
+    except FeatbenchError:
+        return False
 
 
 def method_options(name: str) -> dict[str, Any]:
     """A method's options and their defaults."""
-    sig = inspect.signature(dict.__getitem__(METHODS, name))
+    sig = inspect.signature(METHODS.get(name))
     return {p.name: p.default for p in list(sig.parameters.values())[6:]
             if p.kind is p.KEYWORD_ONLY or p.default is not p.empty}
 
@@ -109,14 +87,14 @@ def method_options(name: str) -> dict[str, Any]:
 def check(spec: str, has_target_labels: bool | None = None) -> None:
     """Raise a FeatbenchError for an unknown method or option, or (when known) missing target labels."""
     name, opts = parse_method(spec)
-    if not dict.__contains__(METHODS, name):
+    if name not in METHODS:
         raise FeatbenchError(f"unknown adaptation method '{spec}'; known: {', '.join(sorted(METHODS))}")
     known = method_options(name)
     bad = sorted(set(opts) - set(known))
     if bad:
         raise FeatbenchError(f"adaptation method '{name}': unknown option(s) {', '.join(bad)}; "
                              f"known: {', '.join(sorted(known)) or 'none'}")
-    if has_target_labels is False and name in NEEDS_TARGET_LABELS:
+    if has_target_labels is False and METHODS.entry(name).meta["needs_target_labels"]:
         raise FeatbenchError(f"adaptation method '{name}' needs labelled target images; "
                              "use the 'source+target' protocol")
 
@@ -124,7 +102,7 @@ def check(spec: str, has_target_labels: bool | None = None) -> None:
 def apply(name: str, Xs, ys, Xt_lab, yt_lab, Xt_test, seed: int = 0):
     check(name)
     base, opts = parse_method(name)
-    return METHODS[base](Xs, ys, Xt_lab, yt_lab, Xt_test, seed=seed, **opts)
+    return METHODS.get(base)(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=seed, **opts)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -234,6 +212,7 @@ def subspace_alignment_bases(Xs: np.ndarray, Xt: np.ndarray, d: int) -> tuple[np
 
 @method("none")
 def no_adaptation(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0):
+    """The protocol's own training set as is (source-only, or source+target)."""
     return np.concatenate([Xs, Xt_lab]), np.concatenate([ys, yt_lab]), Xt_test
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -42,10 +43,24 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from featbench.errors import FeatbenchError
+from featbench.registry import Registry
 
 C_GRID = tuple(float(c) for c in 10.0 ** np.arange(-4, 3))
-CLASSIFIERS = ("logreg", "svm")
+
+#: name -> estimator factory ``(C=1.0, seed=0, warm_start=False) -> scikit-learn classifier``.
+#: Registered with ``tunes_c=False`` the factory's C is ignored and no cross-validation is run
+#: (a classifier without a regularisation constant); otherwise C is chosen over ``C_GRID``.
+CLASSIFIERS: Registry[Callable[..., Any]] = Registry("classifier")
+
+
+@CLASSIFIERS.register("logreg", summary="multinomial logistic regression (L2, lbfgs), C by cross-validation")
+def logreg(C: float = 1.0, seed: int = 0, warm_start: bool = False):
+    return LogisticRegression(C=C, max_iter=1000, tol=1e-4, random_state=seed, warm_start=warm_start)
+
+
+@CLASSIFIERS.register("svm", summary="one-vs-rest linear SVM (squared hinge, liblinear), C by cross-validation")
+def svm(C: float = 1.0, seed: int = 0, warm_start: bool = False):
+    return LinearSVC(C=C, max_iter=5000, random_state=seed)
 
 
 @dataclass
@@ -90,12 +105,8 @@ class RowSpan(TransformerMixin, BaseEstimator):
 
 
 def make_classifier(kind: str, C: float = 1.0, seed: int = 0, warm_start: bool = False):
-    """The linear model alone (no preprocessing)."""
-    if kind == "logreg":
-        return LogisticRegression(C=C, max_iter=1000, tol=1e-4, random_state=seed, warm_start=warm_start)
-    if kind == "svm":
-        return LinearSVC(C=C, max_iter=5000, random_state=seed)
-    raise FeatbenchError(f"unknown classifier '{kind}'; known: {', '.join(CLASSIFIERS)}")
+    """The model alone (no preprocessing); an unknown kind is a FeatbenchError naming the known ones."""
+    return CLASSIFIERS.get(kind)(C=C, seed=seed, warm_start=warm_start)
 
 
 def make_pipeline_for(kind: str, C: float = 1.0, seed: int = 0):
@@ -129,7 +140,9 @@ def fit_evaluate(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
     n_splits = int(min(folds, counts.min()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if n_splits >= 2 and len(c_grid) > 1:
+        if not CLASSIFIERS.entry(kind).meta.get("tunes_c", True):  # nothing to choose
+            C, cv_score = float("nan"), float("nan")
+        elif n_splits >= 2 and len(c_grid) > 1:
             cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
             per_fold = Parallel(n_jobs=n_jobs)(
                 delayed(_fold_scores)(X_train, y_train, tr, va, kind, c_grid, seed) for tr, va in cv.split(X_train, y_train))

@@ -9,6 +9,7 @@ its traceback is shown, followed by a line asking to report it.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
 import traceback
@@ -149,7 +150,7 @@ def run(
     cache_dir: Optional[str] = typer.Option(None, help="Feature cache folder (default $FEATBENCH_CACHE or ~/.cache/featbench)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache."),
     batch_size: int = typer.Option(32, min=1, help="Images per extraction batch."),
-    workers: Optional[int] = typer.Option(None, min=0, help="DataLoader workers for CNN decoding (default: CPU count)."),
+    workers: Optional[int] = typer.Option(None, min=0, help="DataLoader workers for CNN decoding (default: 1 on CPU, up to 8 on a GPU)."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch intra-op threads."),
     verify: bool = typer.Option(False, help="Check every image's sha256 against MANIFEST.tsv first."),
     report: bool = typer.Option(True, help="Write report.md / report.html at the end."),
@@ -179,7 +180,7 @@ def run(
         s.seed = seed
     options = RunOptions(out=out, data_roots=_data_roots(data_root, s.data_root), device=device, strict=strict,
                          quiet=quiet, cache_dir=cache_dir, use_cache=not no_cache, batch_size=batch_size,
-                         num_workers=workers, threads=threads, verify=verify, report=report)
+                         num_workers=workers, threads=threads, verify=verify)
     runner = Runner(s, options, command=["featbench", *sys.argv[1:]])
     out_dir = runner.run()  # writes the report too (unless --no-report) before saying 'complete'
     typer.echo(f"results: {out_dir / 'results.csv'}" + (f"\nreport:  {out_dir / 'report.html'}" if report else ""))
@@ -203,33 +204,38 @@ def report_cmd(
     typer.echo(f"report: {path}")
 
 
+#: ``featbench list KIND`` -> (module, registry); imported when asked for (the report code is slow to import)
+REGISTRIES = {"extractors": ("featbench.features.base", "EXTRACTORS"),
+              "protocols": ("featbench.datasets.protocols", "PROTOCOLS"),
+              "classifiers": ("featbench.classifier", "CLASSIFIERS"),
+              "methods": ("featbench.adaptation", "METHODS"),
+              "sections": ("featbench.reports.sections", "SECTIONS"),
+              "layouts": ("featbench.datasets.readers", "LAYOUTS")}
+LISTABLE = [*REGISTRIES, "tasks", "suites"]
+
+
 @app.command("list")
 @user_errors
-def list_cmd(what: str = typer.Argument("extractors", help="extractors, tasks, suites or protocols"),
+def list_cmd(what: str = typer.Argument("extractors", help=f"one of: {', '.join(LISTABLE)}"),
              data_root: Optional[str] = typer.Option(None, help="Folder(s) holding datasets, separated by ':'.")) -> None:
-    """List registered extractors, available tasks, shipped suites or protocols."""
-    if what == "extractors":
-        from featbench.features import available
-
-        for name, summary in available().items():
+    """List what is registered (extractors, protocols, classifiers, methods, sections, layouts), the
+    available tasks or the shipped suites."""
+    if what in REGISTRIES:
+        module, attr = REGISTRIES[what]
+        for name, summary in getattr(importlib.import_module(module), attr).summaries().items():
             typer.echo(f"{name:22s} {summary}")
     elif what == "suites":
         from featbench.suite import load_suite, shipped_suites
 
         for name, path in sorted(shipped_suites().items()):
             typer.echo(f"{name:16s} {load_suite(str(path)).description}")
-    elif what == "protocols":
-        from featbench.datasets.protocols import protocols
-
-        for name, cls in protocols().items():
-            typer.echo(f"{name:22s} {(cls.__doc__ or '').strip().splitlines()[0]}")
     elif what == "tasks":
         from featbench.datasets.tasks import available_tasks
 
         for name, info in available_tasks(_data_roots(data_root, None)):
             typer.echo(f"{name:40s} {info}")
     else:
-        raise FeatbenchError(f"featbench list: unknown '{what}'; choose extractors, tasks, suites or protocols")
+        raise FeatbenchError(f"featbench list: unknown '{what}'; choose {', '.join(LISTABLE)}")
 
 
 @cache_app.command("info")

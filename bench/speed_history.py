@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from featbench.errors import FeatbenchError
+from featbench.records import json_default
 
 HISTORY_SCHEMA = 1
 KEY = ("extractor", "device", "batch_size", "mode", "dataset")
@@ -88,7 +89,7 @@ def append(path: str | os.PathLike, record: dict[str, Any]) -> Path:
     """Append one record as one line (a single ``write`` on an O_APPEND file)."""
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, sort_keys=True, default=_json_default) + "\n").encode()
+    line = (json.dumps(record, sort_keys=True, default=json_default) + "\n").encode()
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         size = os.fstat(fd).st_size
@@ -277,11 +278,3 @@ def _clean(v: Any) -> Any:
     if hasattr(v, "item"):  # numpy scalars
         return _clean(v.item())
     return v
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)

@@ -22,6 +22,7 @@ import numpy as np
 from featbench.errors import FeatbenchError
 
 from .images import read_image
+from .info import DatasetInfo, dataset_info
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 SPLIT_NAMES = {"train", "test", "val", "valid", "validation"}
@@ -50,15 +51,22 @@ class Dataset:
     name: str
     records: list[ImageRecord]
     root: str | None = None
-    family: str = "object"
+    family: str = ""  # '' = the family in ``info``
     #: sha256 over (relpath, uid) of every record: the dataset identity stored with each result.
     identity: str = ""
     source: str = ""  # "manifest", "imagefolder" or "builtin"
     #: entries named like images that were left out when listing, ``{"relpath", "reason"}`` each
     #: (a folder named ``x.jpg``, a symlink loop, a FIFO); run.json and the report list them.
     dropped: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    #: family, default protocol, headline metric, layout, anchors key (looked up by name when not given)
+    info: DatasetInfo | None = None
 
     def __post_init__(self) -> None:
+        if self.info is None:
+            self.info = dataset_info(self.name, layout=self.source)
+        if self.family and self.family != self.info.family:
+            self.info = dataclasses.replace(self.info, family=self.family)
+        self.family = self.info.family
         if not self.identity:
             h = hashlib.sha256()
             for r in sorted(self.records, key=lambda r: r.relpath):
@@ -105,16 +113,6 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def guess_family(name: str) -> str:
-    low = name.lower()
-    for prefix, family in (("office", "domain"), ("cub", "fine-grained"), ("flowers", "fine-grained"),
-                           ("pets", "fine-grained"), ("scene", "scene"), ("sun", "scene"),
-                           ("indoor", "scene"), ("mit67", "scene")):
-        if low.startswith(prefix):
-            return family
-    return "object"
-
-
 def read_manifest_dataset(root: Path, name: str, verify: bool = False) -> Dataset:
     """Read ``root/MANIFEST.tsv`` (relpath, class, split, bytes, sha256); optionally re-hash each file."""
     manifest = root / "MANIFEST.tsv"
@@ -137,7 +135,7 @@ def read_manifest_dataset(root: Path, name: str, verify: bool = False) -> Datase
     if problems:
         shown = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
         raise FeatbenchError(f"{manifest}: {len(problems)} problem(s): {shown}")
-    return Dataset(name=name, records=records, root=str(root), family=guess_family(name), source="manifest")
+    return Dataset(name=name, records=records, root=str(root), source="manifest")
 
 
 def printable(name: str) -> str:
@@ -255,8 +253,7 @@ def read_image_folder(root: Path, name: str) -> Dataset:
     listing.check()
     if not records:
         raise FeatbenchError(f"{root}: no images found (extensions: {', '.join(IMAGE_EXTENSIONS)})")
-    return Dataset(name=name, records=records, root=str(root), family=guess_family(name), source="imagefolder",
-                   dropped=listing.dropped)
+    return Dataset(name=name, records=records, root=str(root), source="imagefolder", dropped=listing.dropped)
 
 
 def read_dataset(root: str | os.PathLike, name: str | None = None, verify: bool = False) -> Dataset:

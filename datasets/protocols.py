@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from featbench.errors import FeatbenchError
+from featbench.registry import Registry
 
 from .folder import Dataset, ImageRecord
 
@@ -121,22 +122,20 @@ class Protocol:
         raise NotImplementedError
 
 
-_PROTOCOLS: dict[str, type[Protocol]] = {}
+#: protocol name -> Protocol subclass
+PROTOCOLS: Registry[type[Protocol]] = Registry("protocol")
 
 
 def register_protocol(cls: type[Protocol]) -> type[Protocol]:
-    _PROTOCOLS[cls.name] = cls
-    return cls
+    return PROTOCOLS.register(cls.name, cls)
 
 
 def protocols() -> dict[str, type[Protocol]]:
-    return dict(sorted(_PROTOCOLS.items()))
+    return {name: e.obj for name, e in sorted(PROTOCOLS.items())}
 
 
 def make_protocol(name: str, **options: Any) -> Protocol:
-    if name not in _PROTOCOLS:
-        raise FeatbenchError(f"unknown protocol '{name}'; known: {', '.join(sorted(_PROTOCOLS))}")
-    return _PROTOCOLS[name](**options)
+    return PROTOCOLS.get(name)(**options)
 
 
 # -- helpers ---------------------------------------------------------------------------------

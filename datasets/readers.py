@@ -54,10 +54,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from featbench.errors import FeatbenchError
+from featbench.registry import Registry
 
-from .folder import (IMAGE_EXTENSIONS, Dataset, ImageRecord, guess_family, read_image_folder,
+from .folder import (IMAGE_EXTENSIONS, Dataset, ImageRecord, read_image_folder,
                      read_manifest_dataset, sha256_file)
 from .images import read_image
+from .info import DatasetInfo
 
 Box = tuple[float, float, float, float]  # x, y, width, height in pixels (CUB's bounding_boxes.txt)
 
@@ -128,23 +130,33 @@ def _sub(folder: Path, name: str, *needed: str) -> Path | None:
     return None
 
 
+#: layout name -> reader ``(folder, name, verify) -> Dataset``; ``detect(folder) -> bool`` in each entry's
+#: metadata. :func:`detect_layout` tries them in registration order; ``imagefolder`` (anything) is last.
+LAYOUTS: Registry[Callable[..., Dataset]] = Registry("dataset layout")
+
+
+def register_layout(name: str, detect: Callable[[Path], Any], info: DatasetInfo | None = None,
+                    summary: str = "") -> Callable[[Any], Any]:
+    """Decorator: register a reader for the folders ``detect`` recognises (by file names only: cheap).
+
+    ``info``: what the layout tells about the dataset (family, default protocol, metric, anchors);
+    without it the dataset is looked up by name (:func:`featbench.datasets.info.dataset_info`).
+    """
+    return LAYOUTS.register(name, summary=summary, detect=detect, info=info)
+
+
+@register_layout("manifest", lambda f: (f / "MANIFEST.tsv").is_file(),
+                 summary="MANIFEST.tsv (relpath, class, split, bytes, sha256): the shared and staged copies")
+def read_manifest(folder: Path, name: str, verify: bool = False) -> Dataset:
+    return read_manifest_dataset(folder, name, verify=verify)
+
+
 def detect_layout(folder: Path) -> str:
     """Which reader :func:`read_any` would use for ``folder`` (cheap: looks at file names only)."""
     folder = Path(folder)
-    if (folder / "MANIFEST.tsv").is_file():
-        return "manifest"
-    if _cub_root(folder):
-        return "cub200-2011"
-    if (folder / "TrainImages.txt").is_file() and (folder / "TestImages.txt").is_file():
-        return "indoor67"
-    if _caltech_root(folder):
-        return "caltech101-tree"
-    if _sub(folder, "flowers-102", "jpg", "imagelabels.mat", "setid.mat"):
-        return "flowers102"
-    if _sub(folder, "oxford-iiit-pet", "images", "annotations/trainval.txt", "annotations/test.txt"):
-        return "oxford-pets"
-    if _sub(folder, "SUN397", "ClassName.txt"):
-        return "sun397"
+    for name, entry in LAYOUTS.items():
+        if entry.meta["detect"](folder):
+            return name
     return "imagefolder"
 
 
@@ -153,25 +165,15 @@ def read_any(folder: str | os.PathLike, name: str | None = None, verify: bool = 
     folder = Path(folder)
     if not folder.is_dir():
         raise FeatbenchError(f"dataset folder not found: {folder}")
-    name = name or folder.name
-    layout = detect_layout(folder)
-    if layout == "manifest":
-        return read_manifest_dataset(folder, name, verify=verify)
-    if layout == "imagefolder":
-        return read_image_folder(folder, name)
-    reader: Callable[[Path, str], Dataset] = {
-        "cub200-2011": read_cub200, "indoor67": read_indoor67, "caltech101-tree": read_caltech101_tree,
-        "flowers102": read_flowers102, "oxford-pets": read_oxford_pets, "sun397": read_sun397,
-    }[layout]
-    return reader(folder, name)
+    return LAYOUTS.get(detect_layout(folder))(folder, name or folder.name, verify=verify)
 
 
-def _dataset(name: str, records: list[ImageRecord], root: Path, layout: str, family: str | None = None,
-             **extra: Any) -> AnnotatedDataset:
+def _dataset(name: str, records: list[ImageRecord], root: Path, layout: str, **extra: Any) -> AnnotatedDataset:
     if not records:
         raise FeatbenchError(f"{root}: no images found ({layout} layout)")
-    return AnnotatedDataset(name=name, records=records, root=str(root), family=family or guess_family(name),
-                            source=layout, layout=layout, **extra)
+    info = dataclasses.replace(LAYOUTS.entry(layout).meta["info"], layout=layout)
+    return AnnotatedDataset(name=name, records=records, root=str(root), source=layout, layout=layout, info=info,
+                            **extra)
 
 
 def _table(path: Path, min_cols: int) -> list[list[str]]:
@@ -187,7 +189,8 @@ def _table(path: Path, min_cols: int) -> list[list[str]]:
     return rows
 
 
-def read_cub200(folder: Path, name: str) -> AnnotatedDataset:
+@register_layout("cub200-2011", _cub_root, DatasetInfo("fine-grained", anchors_key="cub200"))
+def read_cub200(folder: Path, name: str, verify: bool = False) -> AnnotatedDataset:
     """CUB-200-2011 official layout (Wah et al. 2011): train/test from train_test_split.txt, boxes kept."""
     root = _cub_root(folder)
     assert root is not None
@@ -209,10 +212,12 @@ def read_cub200(folder: Path, name: str) -> AnnotatedDataset:
         if image_id in boxes:
             box_by_path[path.relative_to(folder).as_posix()] = boxes[image_id]
     _check_listed(missing, root / "images.txt")
-    return _dataset(name, _records(items, folder), folder, "cub200-2011", family="fine-grained", boxes=box_by_path)
+    return _dataset(name, _records(items, folder), folder, "cub200-2011", boxes=box_by_path)
 
 
-def read_indoor67(folder: Path, name: str) -> AnnotatedDataset:
+@register_layout("indoor67", lambda f: (f / "TrainImages.txt").is_file() and (f / "TestImages.txt").is_file(),
+                 DatasetInfo("scene", headline_metric="mean_class_acc", anchors_key="indoor67"))
+def read_indoor67(folder: Path, name: str, verify: bool = False) -> AnnotatedDataset:
     """MIT Indoor-67 with the official TrainImages.txt / TestImages.txt (80 + 20 per class)."""
     base = folder / "Images" if (folder / "Images").is_dir() else folder
     items, missing, seen = [], [], set()
@@ -228,16 +233,18 @@ def read_indoor67(folder: Path, name: str) -> AnnotatedDataset:
                 continue
             items.append((path, rel.split("/")[0], group))
     _check_listed(missing, folder)
-    return _dataset(name, _records(items, folder), folder, "indoor67", family="scene")
+    return _dataset(name, _records(items, folder), folder, "indoor67")
 
 
-def read_caltech101_tree(folder: Path, name: str) -> AnnotatedDataset:
+@register_layout("caltech101-tree", _caltech_root,
+                 DatasetInfo("object", "caltech101-30", "mean_class_acc", anchors_key="caltech101"))
+def read_caltech101_tree(folder: Path, name: str, verify: bool = False) -> AnnotatedDataset:
     """``101_ObjectCategories/<class>/*.jpg`` (Fei-Fei et al. 2004); one group ``all``."""
     cats = _caltech_root(folder)
     assert cats is not None
     items = [(p, d.name, "all") for d in sorted(cats.iterdir()) if d.is_dir()
              for p in sorted(d.iterdir()) if _is_image(p)]
-    return _dataset(name, _records(items, folder), folder, "caltech101-tree", family="object")
+    return _dataset(name, _records(items, folder), folder, "caltech101-tree")
 
 
 def flower_names() -> list[str]:
@@ -251,7 +258,9 @@ def flower_names() -> list[str]:
     return names if len(names) == 102 else [f"class_{i:03d}" for i in range(1, 103)]
 
 
-def read_flowers102(folder: Path, name: str) -> AnnotatedDataset:
+@register_layout("flowers102", lambda f: _sub(f, "flowers-102", "jpg", "imagelabels.mat", "setid.mat"),
+                 DatasetInfo("fine-grained"))
+def read_flowers102(folder: Path, name: str, verify: bool = False) -> AnnotatedDataset:
     """Oxford Flowers-102 (Nilsback & Zisserman 2008): groups train/val/test from setid.mat."""
     from scipy.io import loadmat
 
@@ -269,10 +278,12 @@ def read_flowers102(folder: Path, name: str) -> AnnotatedDataset:
                 continue
             items.append((path, names[int(labels[int(image_id) - 1]) - 1], group))
     _check_listed(missing, base / "setid.mat")
-    return _dataset(name, _records(items, folder), folder, "flowers102", family="fine-grained")
+    return _dataset(name, _records(items, folder), folder, "flowers102")
 
 
-def read_oxford_pets(folder: Path, name: str) -> AnnotatedDataset:
+@register_layout("oxford-pets", lambda f: _sub(f, "oxford-iiit-pet", "images", "annotations/trainval.txt",
+                                               "annotations/test.txt"), DatasetInfo("fine-grained"))
+def read_oxford_pets(folder: Path, name: str, verify: bool = False) -> AnnotatedDataset:
     """Oxford-IIIT Pets (Parkhi et al. 2012): 37 breeds, trainval (read as ``train``) / test."""
     base = _sub(folder, "oxford-iiit-pet", "images", "annotations/trainval.txt", "annotations/test.txt")
     assert base is not None
@@ -286,7 +297,7 @@ def read_oxford_pets(folder: Path, name: str) -> AnnotatedDataset:
                 continue
             items.append((path, image_id.rsplit("_", 1)[0], group))
     _check_listed(missing, base / "annotations")
-    return _dataset(name, _records(items, folder), folder, "oxford-pets", family="fine-grained")
+    return _dataset(name, _records(items, folder), folder, "oxford-pets")
 
 
 def find_sun397_partitions(base: Path) -> list[tuple[frozenset[str], frozenset[str]]]:
@@ -304,7 +315,9 @@ def find_sun397_partitions(base: Path) -> list[tuple[frozenset[str], frozenset[s
     return []
 
 
-def read_sun397(folder: Path, name: str) -> AnnotatedDataset:
+@register_layout("sun397", lambda f: _sub(f, "SUN397", "ClassName.txt"),
+                 DatasetInfo("scene", "sun397-partitions", "mean_class_acc", anchors_key="sun397"))
+def read_sun397(folder: Path, name: str, verify: bool = False) -> AnnotatedDataset:
     """SUN-397 (Xiao et al. 2010) as torchvision lays it out; official partitions when present."""
     base = _sub(folder, "SUN397", "ClassName.txt")
     assert base is not None
@@ -317,7 +330,7 @@ def read_sun397(folder: Path, name: str) -> AnnotatedDataset:
             items += [(p, rel[2:], "all") for p in sorted(d.glob("sun_*.jpg"))]
     partitions = find_sun397_partitions(base)
     # relpaths relative to the SUN397 folder, as the partition files write them
-    return _dataset(name, _records(items, base), base, "sun397", family="scene", partitions=partitions)
+    return _dataset(name, _records(items, base), base, "sun397", partitions=partitions)
 
 
 # -- bounding-box crops -----------------------------------------------------------------------------
@@ -428,3 +441,8 @@ def _remove_if_empty(folder: Path, existed: bool) -> None:
             folder.rmdir()
     except OSError:
         pass
+
+
+@register_layout("imagefolder", lambda f: True, summary="<group>/<class>/<file> or <class>/<file> (anything else)")
+def read_imagefolder(folder: Path, name: str, verify: bool = False) -> Dataset:
+    return read_image_folder(folder, name)

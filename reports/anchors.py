@@ -1,10 +1,11 @@
 """Published numbers shown beside a run's matching rows, with full references.
 
-An anchor is data, not code: a regex on the task name, the task family, which kind of
-extractor it should sit next to (``cnn`` or ``classical``, optionally narrowed by a regex on
-the extractor spec), the published value and metric, the reference, and what differs between
-the published protocol and featbench's. A report shows each anchor whose ``task_pattern``
-matches one of its tasks, next to the run's best row of the matching kind; it is never ranked.
+An anchor is data, not code: the datasets it applies to (their anchors keys, recorded with every
+result from :class:`featbench.datasets.info.DatasetInfo`) and for a domain shift which one, the
+task family, which kind of extractor it should sit next to (``cnn`` or ``classical``, optionally
+narrowed by a regex on the extractor spec), the published value and metric, the reference, and
+what differs between the published protocol and featbench's. A report shows each anchor that
+applies to one of its tasks next to the run's best row of the matching kind; it is never ranked.
 
 ``checked`` says how far the number has been verified in this repository. The machine that
 wrote this file has no network; the values were checked against copies of the papers' tables
@@ -14,7 +15,6 @@ themselves. Each anchor says which. Re-read the original table before publishing
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any
 
 import pandas as pd
@@ -60,7 +60,8 @@ _DECAF_COPIES = ("checked against two independent reproductions of the DeCAF tab
 
 @dataclasses.dataclass(frozen=True)
 class Anchor:
-    task_pattern: str  # regex searched in the task name (case-insensitive)
+    #: anchors keys of the datasets it applies to (DatasetInfo.anchors_key, recorded with each result)
+    datasets: tuple[str, ...]
     family: str  # task family: object, fine-grained, scene, domain
     kind: str  # extractor family it sits next to: "cnn" or "classical"
     what: str  # the published method, e.g. "DeCAF6 + SVM"
@@ -73,14 +74,25 @@ class Anchor:
     extractor_pattern: str = ""  # optional regex on the extractor spec (e.g. '^surf')
     std: float | None = None
     checked: str = UNCHECKED
+    #: for a domain shift, ``SOURCE->TARGET`` exactly as the task writes it (a ``#LABEL``ed task, run
+    #: under another protocol, does not match); '' for a task that is not a shift
+    shift: str = ""
 
-    def matches(self, task: str) -> bool:
-        return re.search(self.task_pattern, task, re.IGNORECASE) is not None
+    def matches(self, task: str, anchors_key: str) -> bool:
+        """Whether this anchor applies to ``task``, whose dataset has ``anchors_key``."""
+        if anchors_key not in self.datasets:
+            return False
+        return not self.shift or str(task).partition(":")[2] == self.shift
+
+
+def task_keys(agg: pd.DataFrame) -> dict[str, str]:
+    """task -> its dataset's anchors key, from the aggregated records."""
+    return dict(zip(agg["task"], agg["anchors_key"]))
 
 
 ANCHORS: list[Anchor] = [
     Anchor(
-        task_pattern=r"^caltech[-_]?101", dataset="Caltech-101", family="object", kind="cnn",
+        datasets=("caltech101",), dataset="Caltech-101", family="object", kind="cnn",
         what="DeCAF6 + SVM (with dropout)", value=86.91, std=0.7, metric="mean_class_acc", reference="donahue2014",
         protocol="Caltech-101, 30 training images per class, 5 random splits",
         differences="Published: the AlexNet-style DeCAF network with dropout on the feature and an SVM. featbench's "
@@ -89,7 +101,7 @@ ANCHORS: list[Anchor] = [
                     "10-class subset with 15 train / 10 test per class: compare orderings, not numbers.",
         checked=_DECAF_COPIES + " (Figure 4 table: SVM + dropout, DeCAF6 86.91 ± 0.7, DeCAF7 85.51 ± 0.9)"),
     Anchor(
-        task_pattern=r"^office.*:amazon->webcam$", dataset="Office-31 amazon→webcam", family="domain", kind="cnn",
+        datasets=("office31", "office-caltech10"), shift="amazon->webcam", dataset="Office-31 amazon→webcam", family="domain", kind="cnn",
         what="DeCAF6 + linear SVM, source only (S)", value=52.22, std=1.7, metric="top1", reference="donahue2014",
         protocol="Office-31 (Saenko et al. 2010 protocol): 20 source images per class from amazon, 31 classes, "
                  "5 random trials, no target labels",
@@ -99,7 +111,7 @@ ANCHORS: list[Anchor] = [
                     "default classifier) gives 48.58 ± 1.3 for DeCAF6 and 53.56 ± 1.5 for DeCAF7 (SVM: 53.90 ± 2.2).",
         checked=_DECAF_COPIES + " (Table 1, SVM (S) row)"),
     Anchor(
-        task_pattern=r"^office.*:amazon->webcam$", dataset="Office-31 amazon→webcam", family="domain",
+        datasets=("office31", "office-caltech10"), shift="amazon->webcam", dataset="Office-31 amazon→webcam", family="domain",
         kind="classical", extractor_pattern=r"^surf", what="SURF bag of words + linear SVM, source only (S)",
         value=11.05, std=2.3, metric="top1", reference="donahue2014",
         protocol="Office-31 (Saenko et al. 2010 protocol), 800-word SURF BoW, source only",
@@ -107,7 +119,7 @@ ANCHORS: list[Anchor] = [
                     "(chance 10 %) and the whole amazon domain as source. With logistic regression DeCAF reports 9.63 ± 1.4.",
         checked=_DECAF_COPIES + " (Table 1, SVM (S) row)"),
     Anchor(
-        task_pattern=r"^office[-_]?caltech.*:amazon->webcam$", dataset="Office-Caltech-10 amazon→webcam",
+        datasets=("office-caltech10",), shift="amazon->webcam", dataset="Office-Caltech-10 amazon→webcam",
         family="domain", kind="classical", extractor_pattern=r"^surf",
         what="SURF-800 BoW (GFK's features), no adaptation, linear SVM", value=42.04, metric="top1",
         reference="long2015",
@@ -120,7 +132,7 @@ ANCHORS: list[Anchor] = [
                 "'no | SVM' row, A-W 42.04; 'no | 1NN' 29.83), which compiles it from Long et al.'s papers; the "
                 "original TKL table was not re-read"),
     Anchor(
-        task_pattern=r"^cub", dataset="CUB-200-2011", family="fine-grained", kind="cnn",
+        datasets=("cub200",), dataset="CUB-200-2011", family="fine-grained", kind="cnn",
         what="DeCAF6, linear classifier", value=58.75, metric="top1", reference="donahue2014",
         protocol="CUB-200-2011, 200 species, standard train/test split, images cropped to the bounding box",
         differences="Published on all 200 species; featbench's cub200_subset100 is a 100-species copy (its given "
@@ -129,14 +141,14 @@ ANCHORS: list[Anchor] = [
                     "images cropped to 1.5x the box; with part-based DPD it reaches 64.96.",
         checked=_DECAF_COPIES),
     Anchor(
-        task_pattern=r"^sun[-_]?397", dataset="SUN-397", family="scene", kind="cnn",
+        datasets=("sun397",), dataset="SUN-397", family="scene", kind="cnn",
         what="DeCAF6, linear classifier", value=40.94, std=0.3, metric="mean_class_acc", reference="donahue2014",
         protocol="SUN-397, 50 train / 50 test per class, the splits of Xiao et al.",
         differences="Same protocol only when featbench runs SUN-397 with 50/50 per class; a subset is not comparable.",
         checked="value checked against two reproductions of DeCAF's Table 4 (LogReg 40.94 ± 0.3; SVM 39.36 ± 0.3); "
                 "they disagree on whether it is the DeCAF6 or DeCAF7 column (the other is 40.84): re-read the paper"),
     Anchor(
-        task_pattern=r"^(scene[-_]?15|15[-_]?scene)", dataset="15-Scene", family="scene", kind="classical",
+        datasets=("scene15",), dataset="15-Scene", family="scene", kind="classical",
         extractor_pattern=r"spm|pyramid", what="SIFT spatial pyramid (M=200, L=2), kernel SVM", value=81.4, std=0.5,
         metric="mean_class_acc", reference="lazebnik2006",
         protocol="15-Scene, 100 train per class, rest test, 10 random splits",
@@ -146,7 +158,7 @@ ANCHORS: list[Anchor] = [
                     "runs 3 trials); scene15_mini has 10 train / 10 test per class.",
         checked="NOT VERIFIED: no copy of Table 2 of the paper could be reached from this machine"),
     Anchor(
-        task_pattern=r"^(mit[-_]?67|indoor[-_]?67)", dataset="MIT Indoor-67", family="scene", kind="cnn",
+        datasets=("indoor67",), dataset="MIT Indoor-67", family="scene", kind="cnn",
         what="OverFeat CNN + linear SVM (no augmentation)", value=58.4, metric="mean_class_acc",
         reference="razavian2014", protocol="MIT Indoor-67, 80 train / 20 test per class (Quattoni & Torralba split)",
         differences="Published with OverFeat's first fully connected layer; 69.0 with augmentation (CNNaug-SVM).",
@@ -160,9 +172,9 @@ def differences_note(anchor: Anchor, note: str = "") -> str:
     return anchor.differences + (f" Note: {note}." if note else "") + f" [{anchor.checked}]"
 
 
-def applicable(tasks: list[str], anchors: list[Anchor] | None = None) -> list[tuple[Anchor, str]]:
-    """(anchor, task) pairs whose pattern matches one of ``tasks``."""
-    return [(a, t) for a in (ANCHORS if anchors is None else anchors) for t in tasks if a.matches(t)]
+def applicable(tasks: dict[str, str], anchors: list[Anchor] | None = None) -> list[tuple[Anchor, str]]:
+    """(anchor, task) pairs for the anchors that apply to one of ``tasks`` (task -> anchors key)."""
+    return [(a, t) for a in (ANCHORS if anchors is None else anchors) for t, key in tasks.items() if a.matches(t, key)]
 
 
 def matching_row(agg: pd.DataFrame, anchor: Anchor, task: str) -> tuple[pd.Series | None, str]:
@@ -187,7 +199,8 @@ def matching_row(agg: pd.DataFrame, anchor: Anchor, task: str) -> tuple[pd.Serie
 
 def anchor_rows(agg: pd.DataFrame, anchors: list[Anchor] | None = None) -> list[dict[str, Any]]:
     """One dict per applicable (anchor, task): the run's value beside the published one."""
-    tasks = list(dict.fromkeys(agg.loc[agg["primary"], "task"]))
+    keys = task_keys(agg)
+    tasks = {t: keys[t] for t in dict.fromkeys(agg.loc[agg["primary"], "task"])}
     out = []
     for anchor, task in applicable(tasks, anchors):
         row, note = matching_row(agg, anchor, task)

@@ -34,9 +34,10 @@ from typing import Any
 import pandas as pd
 
 from featbench.errors import FeatbenchError
+from featbench.records import SCHEMA_V1_COLUMNS
 
 from . import anchors as anchors_mod
-from .data import SCHEMA_V1_COLUMNS, load_run, normalise
+from .data import load_run, normalise
 from .tables import (GROUP_KEYS, METRIC_SHORT, VARIANT_KEYS, aggregate, comparable_groups, families_in_order,
                      md_table, per_task_matrix, pct, pm)
 
@@ -180,8 +181,9 @@ def render_results_md(corpus: Path) -> str:
                 row.append(f"**{text}**" if r is not None and r["is_best"] else text)
             rows.append(row)
         refs = list(anchors_mod.REFERENCES)
+        keys = anchors_mod.task_keys(agg)
         for a in anchors_mod.ANCHORS:
-            hit = {t for t in ordered if a.matches(t)}
+            hit = {t for t in ordered if a.matches(t, keys.get(t, ""))}
             if hit:
                 rows.append([f"*published: {a.what} [{refs.index(a.reference) + 1}]*"] +
                             [f"*{a.value:.1f}*" if t in hit else "" for t in ordered])

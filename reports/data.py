@@ -23,24 +23,15 @@ from typing import Any, Iterator
 import pandas as pd
 
 from featbench.errors import FeatbenchError
+from featbench.records import SCHEMA_V1_COLUMNS
 
-#: The columns of result-record schema v1, frozen here: the corpus test checks every committed
-#: record against this list, and that the runner's RESULT_COLUMNS still contains all of them.
-SCHEMA_V1_COLUMNS = [
-    "schema_version", "featbench_version", "run_id", "suite", "task", "family", "dataset", "dataset_id",
-    "protocol", "method", "trial", "seed", "extractor", "extractor_family", "layer", "extractor_config",
-    "weights", "classifier", "C", "cv_score", "top1", "mean_class_acc", "n_train", "n_test", "dim",
-    "extract_s", "img_per_s", "fit_s", "device",
-]
+from .tables import strip_layers, with_dataset_info
 
 GPU_PREFIXES = ("cuda", "gpu", "mps", "xpu", "rocm")
 
 
 def current_columns() -> list[str]:
-    """Columns every normalised table has: schema v1 (newer columns in the records are kept as they are).
-
-    The runner is not imported for this: it pulls in torch, which a report does not need.
-    """
+    """Columns every normalised table has: schema v1 (newer columns in the records are kept as they are)."""
     return list(SCHEMA_V1_COLUMNS)
 
 
@@ -129,12 +120,10 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     df["device_kind"] = df["device"].map(device_kind)
     # 'cnn:m@depth' and 'cnn:m@pre_logits' give the same pre_logits features (the layer list is not part of the
     # config): the report identifies an extractor by its spec without the @layer list; the spec as written is kept.
-    from .tables import strip_layers
-
     if "extractor_spec" not in df.columns:
         df["extractor_spec"] = df["extractor"]
     df["extractor"] = df["extractor_spec"].map(strip_layers)
-    return df
+    return with_dataset_info(df)
 
 
 def load_run(path: Path) -> tuple[pd.DataFrame, Run]:

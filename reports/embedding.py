@@ -15,11 +15,8 @@ Features wider than ``MAX_DIM`` (64) are stored reduced: rows L2-normalised, the
 dimensions fitted on the sample (``"preprocessed": "l2-pca64"`` in the item), which is what
 the t-SNE does first anyway; this keeps a 32k-D Fisher vector's sample at 100 KB, not 50 MB.
 
-When a run folder has no sample, :func:`sample_from_cache` rebuilds one from the feature
-cache for extractors that learn nothing (their cache key does not depend on a fit): it
-re-resolves the run's first non-domain task from run.json (data roots, suite, seed), takes
-trial 0's test images and reads their cached features. Learned extractors (BoW, VLAD, FV)
-need the runner's sample.
+A report draws only what the run wrote: it never re-creates extractors or reads the feature
+cache (a run folder without ``features-sample/`` gets no embedding figure, and says why).
 """
 from __future__ import annotations
 
@@ -31,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from featbench.atomic import atomic_write_bytes, atomic_write_text, npy_bytes
+from .tables import strip_layers
 
 SAMPLE_DIR = "features-sample"
 MAX_POINTS = 500
@@ -113,84 +111,12 @@ def read_features_sample(run_dir: Path) -> dict[str, Any] | None:
             "labels": labels, "uids": meta.get("uids"), "features": feats, "source": f"{SAMPLE_DIR}/ in the run folder"}
 
 
-def sample_from_cache(meta: dict[str, Any], max_points: int = MAX_POINTS) -> tuple[dict[str, Any] | None, str]:
-    """Rebuild a sample from the feature cache (see the module docstring); (sample or None, why not)."""
-    if not meta.get("cache_dir"):
-        return None, "the run did not use the feature cache"
-    try:
-        return _sample_from_cache(meta, max_points)
-    except Exception as exc:  # the cache is a convenience: never let it break a report
-        return None, f"reading the feature cache failed ({type(exc).__name__}: {exc})"
-
-
-def _sample_from_cache(meta: dict[str, Any], max_points: int) -> tuple[dict[str, Any] | None, str]:
-    from featbench.cache import FeatureCache
-    from featbench.datasets.tasks import resolve_task
-    from featbench.errors import FeatbenchError
-    from featbench.features import create
-
-    cache = FeatureCache(meta["cache_dir"])
-    if not cache.root.is_dir():
-        return None, f"the feature cache {cache.root} is not on this machine"
-    specs = (meta.get("suite") or {}).get("tasks") or []
-    task_specs = [t for t in specs if ":" not in t.get("name", "")] or specs
-    if not task_specs:
-        return None, "run.json lists no tasks"
-    ts = task_specs[0]
-    recorded = (meta.get("tasks") or {}).get(ts["name"], {})
-    try:
-        task = resolve_task(ts["name"], list(meta.get("data_roots") or []), protocol=ts.get("protocol"),
-                            protocol_options=ts.get("protocol_options") or {},
-                            trials=ts.get("trials") or (meta.get("suite") or {}).get("trials"),
-                            family=ts.get("family"))
-    except FeatbenchError as exc:
-        return None, f"cannot re-open task {ts['name']} here ({exc})"
-    want_id = (recorded.get("dataset") or {}).get("identity")
-    if want_id and want_id != task.dataset.identity:
-        return None, f"dataset {task.dataset.name} changed since the run (identity {task.dataset.identity} != {want_id})"
-    split = task.split(0, int(meta.get("seed", 0)))
-    recs = split.test
-    if len(recs) > max_points:
-        idx = np.sort(np.random.default_rng(0).choice(len(recs), size=max_points, replace=False))
-        recs = [recs[i] for i in idx]
-    classes = task.dataset.classes
-    index = {c: i for i, c in enumerate(classes)}
-    labels = np.array([index[r.label] for r in recs], dtype=np.int64)
-    feats, skipped = [], []
-    for spec in (meta.get("suite") or {}).get("extractors") or list((meta.get("extractors") or {})):
-        try:
-            ex = create(spec)
-        except Exception as exc:  # an extractor no longer registered here
-            skipped.append(f"{spec} ({exc})")
-            continue
-        if ex.learns:
-            skipped.append(f"{spec} (learned: its cache key needs the fit)")
-            continue
-        for output in ex.outputs:
-            try:
-                ns = ex.cache_key(output)
-            except Exception as exc:
-                skipped.append(f"{spec}@{output} ({exc})")
-                break
-            rows = [cache.get(ns, r.uid) for r in recs]
-            if any(v is None for v in rows):
-                skipped.append(f"{spec}{'@' + output if output else ''} (not in the cache)")
-                continue
-            feats.append((ex.spec, output, ex.family, np.stack(rows).astype(np.float32)))
-    if not feats:
-        return None, "no cached features found for the first task" + (f": {'; '.join(skipped)}" if skipped else "")
-    return ({"task": task.name, "split": "test", "classes": classes, "labels": labels, "uids": [r.uid for r in recs],
-             "features": feats, "source": "the feature cache (rebuilt at report time)", "skipped": skipped}, "")
-
-
 def merge_samples(samples: list[dict[str, Any]]) -> dict[str, Any] | None:
     """One sample from several runs' samples of the same images (same task, classes, labels, uids).
 
     Among the groups of compatible samples, the one covering both extractor families (classical and
     CNN) wins, then the one with the most features; features are deduplicated on (spec, layer).
     """
-    from .tables import strip_layers
-
     groups: dict[tuple, dict[str, Any]] = {}
     for smp in samples:
         key = (smp["task"], tuple(smp["classes"]), tuple(np.asarray(smp["labels"]).tolist()),

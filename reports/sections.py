@@ -14,7 +14,7 @@ page::
         return Section("speed-history", "Speed history", html=ctx.figure(fig, "speed-history", "...").html,
                        md="...")
 
-``order`` places the section (built-ins use 10, 20, ... 130; see ``BUILTIN_ORDER``). A builder
+``order`` places the section (built-ins use 10, 20, ... 130; ``featbench list sections``); ids are unique. A builder
 that raises does not break the report: its section says what failed.
 """
 from __future__ import annotations
@@ -26,16 +26,21 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
+from featbench.datasets.info import metric_reasons
+from featbench.registry import Registry
+
 import numpy as np
 import pandas as pd
 
 from featbench.atomic import OutputWriteError, atomic_write_bytes, atomic_write_with
 
 from . import anchors as anchors_mod
+from . import embedding as emb
 from . import figures as figs
 from .data import RunSet
-from .tables import (METRIC_CONVENTIONS, METRIC_NAMES, METRIC_SHORT, esc, families_in_order,
-                     family_summary, headline_metric, html_table, is_domain_task, layer_orders, md_table,
+from .speed_page import speed_section
+from .tables import (METRIC_NAMES, METRIC_SHORT, esc, families_in_order,
+                     family_summary, html_table, is_domain_task, layer_orders, md_table,
                      parse_domain_task, per_task_matrix, pct, pm, strip_layers)
 
 
@@ -94,20 +99,17 @@ class ReportContext:
 
 
 Builder = Callable[[ReportContext], "Section | None"]
-_REGISTRY: list[tuple[float, str, Builder]] = []
+#: section id -> builder; each entry's ``order`` (metadata) places it on the page
+SECTIONS: Registry[Builder] = Registry("report section")
 
 
 def register_section(section_id: str, order: float = 100.0) -> Callable[[Builder], Builder]:
-    """Decorator: add (or replace) a section builder; ``order`` sorts sections on the page."""
-    def deco(fn: Builder) -> Builder:
-        _REGISTRY[:] = [r for r in _REGISTRY if r[1] != section_id]
-        _REGISTRY.append((order, section_id, fn))
-        return fn
-    return deco
+    """Decorator: add a section builder under a new id; ``order`` sorts sections on the page."""
+    return SECTIONS.register(section_id, order=order)
 
 
 def registered() -> list[tuple[float, str, Builder]]:
-    return sorted(_REGISTRY, key=lambda r: r[0])
+    return sorted(((e.meta["order"], sid, e.obj) for sid, e in SECTIONS.items()), key=lambda r: r[0])
 
 
 def build_sections(ctx: ReportContext) -> list[Section]:
@@ -181,9 +183,9 @@ def summary(ctx: ReportContext) -> Section:
 
 @register_section("how-to-read", order=20)
 def how_to_read(ctx: ReportContext) -> Section:
-    datasets = sorted(set(ctx.agg["dataset"]))
-    conv_rows = [[d, METRIC_NAMES[headline_metric(d)]] for d in datasets]
-    reasons = [why for _, _, why in METRIC_CONVENTIONS]
+    metric_of = dict(zip(ctx.agg["dataset"], ctx.agg["metric"]))
+    conv_rows = [[d, METRIC_NAMES[metric_of[d]]] for d in sorted(metric_of)]
+    reasons = metric_reasons()
     items = [
         "Accuracy: each task has one headline metric. Mean per-class accuracy where the literature reports it "
         "for the dataset (Caltech-101/256, 15-Scene; SUN-397 and MIT-67, whose balanced test sets make it equal "
@@ -251,8 +253,9 @@ def _anchor_cells(ctx: ReportContext, tasks: list[str]) -> list[tuple[str, dict[
     """(row label, {task: text}) for the published anchors matching the tasks (one row per anchor)."""
     rows = []
     refs = list(anchors_mod.REFERENCES)
+    keys = anchors_mod.task_keys(ctx.agg)
     for a in anchors_mod.ANCHORS:
-        hit = {t: f"{a.value:.1f}" for t in tasks if a.matches(t)}
+        hit = {t: f"{a.value:.1f}" for t in tasks if a.matches(t, keys.get(t, ""))}
         if hit:
             n = refs.index(a.reference) + 1
             rows.append((f"published: {a.what} [{n}]", hit))
@@ -518,10 +521,6 @@ def speed_detail(ctx: ReportContext) -> Section | None:
     runs = [r for r in ctx.runs.runs if r.speed]
     if not runs:
         return None  # no speed.json: section left out
-    try:
-        from .speed_page import speed_section  # written by the speed tooling; optional here
-    except ImportError:
-        return None
     html, md = [], []
     for run in runs:
         sec = speed_section(run.speed, level=3)
@@ -603,8 +602,6 @@ def domain(ctx: ReportContext) -> Section:
 
 @register_section("embedding", order=90)
 def embedding(ctx: ReportContext) -> Section:
-    from . import embedding as emb
-
     title = "Feature embedding (t-SNE)"
     samples, reasons = [], []
     for run in ctx.runs.runs:
@@ -617,12 +614,6 @@ def embedding(ctx: ReportContext) -> Section:
             samples.append(smp)
     if not samples:
         reasons.append("no run folder has features-sample/ (written by the runner)")
-        for run in ctx.runs.runs:
-            smp, why = emb.sample_from_cache(run.meta)
-            if smp:
-                samples.append(smp)
-            else:
-                reasons.append(f"cache fallback for {run.run_id}: {why}")
     sample = emb.merge_samples(samples)
     if sample is None or not sample["features"]:
         return _absent("embedding", title, "No 2-D embedding: " + "; ".join(reasons) + ".")
@@ -855,6 +846,4 @@ def runs_section(ctx: ReportContext) -> Section:
             md.append(f"**Versions**: {text}")
     return Section("runs", title, "".join(html), "\n\n".join(md))
 
-
-BUILTIN_ORDER = {sid: order for order, sid, _ in _REGISTRY}
 

@@ -31,6 +31,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from .tables import md_table
+
 STAGES = ("read", "decode", "preprocess", "transfer", "extract", "encode")
 MODES_NOTE = ("e2e: one extractor call on all the image files (its own pipeline: a CNN's DataLoader workers, "
               "the classical extractors' threads); runner: one call per batch, as featbench run extracts; "
@@ -72,13 +74,8 @@ def load_speed(speed: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 
 def load_history(history: Any) -> list[dict[str, Any]]:
-    if history is None:
-        return []
-    if isinstance(history, (list, tuple)):
-        return list(history)
-    from featbench.speed_history import load
-
-    return load(history)
+    """History records as given (``featbench speed`` reads the history file and passes them)."""
+    return list(history or [])
 
 
 def _load_results(results: Any) -> pd.DataFrame | None:
@@ -287,8 +284,6 @@ def _fmt_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _markdown(df: pd.DataFrame) -> str:
-    from .tables import md_table
-
     return md_table([str(c) for c in df.columns], [[str(v) for v in row] for row in df.itertuples(index=False)])
 
 
@@ -299,7 +294,7 @@ def speed_section(speed: Any, history: Any = None, results: Any = None, *, level
     """HTML fragment and Markdown for the speed of one ``featbench speed`` run.
 
     ``speed``: speed.json path, a folder holding it, its parsed dict, or a DataFrame of rows;
-    ``history``: a history .jsonl path or its records (only this machine's runs are drawn);
+    ``history``: the speed-history records (only this machine's runs are drawn);
     ``results``: a results.csv path / run folder / DataFrame for the accuracy-speed plot.
     """
     df, meta = load_speed(speed)
@@ -371,47 +366,3 @@ def write_speed_page(speed: Any, out: str | Path, history: Any = None, results: 
             "img{max-width:100%}</style></head><body>" + sec.html + "</body></html>")
     (out / "speed.html").write_text(page)
     return out / "speed.html"
-
-
-# ----------------------------------------------------------------------------- the report hook
-
-def report_section(ctx: Any):
-    """Section builder for ``featbench report`` (:mod:`featbench.reports.sections`): for every run
-    folder holding a ``featbench speed`` speed.json, its speed table, stage bars and this
-    machine's history (the default history file). The Pareto plot is left to the report's own
-    "speed" section. Figures are embedded in the HTML and written to ``figures/`` for report.md."""
-    from featbench.speed_history import default_history_path
-
-    from .sections import Section
-
-    docs = [run.speed for run in ctx.runs.runs if isinstance(run.speed, dict) and "rows" in run.speed]
-    if not docs:
-        return None
-    hist_path = default_history_path()
-    history = load_history(hist_path) if hist_path.is_file() else []
-    html, md = [], []
-    folder = Path(ctx.out) / "figures"
-    for i, doc in enumerate(docs):
-        sec = speed_section(doc, history=history, level=3)
-        html.append(sec.html)
-        md.append(sec.markdown)
-        for name, uri in sec.figures.items():
-            folder.mkdir(parents=True, exist_ok=True)
-            rel = f"figures/speed-{name}-{i}.png"
-            (Path(ctx.out) / rel).write_bytes(base64.b64decode(uri.split(",", 1)[1]))
-            md.append(f"![speed {name}]({rel})")
-    return Section("speed-details", "Speed: stages, end to end against the model alone, history",
-                   html="\n".join(html), md="\n\n".join(md))
-
-
-def register_report_section(order: float = 75.0) -> bool:
-    """Add :func:`report_section` to the report's sections; False when the report code lacks the hook."""
-    try:
-        from .sections import register_section
-    except ImportError:
-        return False
-    register_section("speed-details", order=order)(report_section)
-    return True
-
-
-register_report_section()

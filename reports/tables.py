@@ -26,7 +26,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from featbench.datasets.tasks import parse_task_name
+from featbench.datasets.info import dataset_info, parse_task_name
 from featbench.errors import FeatbenchError
 
 GROUP_KEYS = ["task", "protocol", "dataset_id"]
@@ -35,22 +35,20 @@ FAMILY_ORDER = ["object", "fine-grained", "scene", "domain"]
 METRIC_NAMES = {"top1": "top-1 accuracy", "mean_class_acc": "mean per-class accuracy"}
 METRIC_SHORT = {"top1": "top-1", "mean_class_acc": "mean-class"}
 
-#: (regex on the dataset name, metric, why). First match wins; the default is top-1.
-METRIC_CONVENTIONS: list[tuple[str, str, str]] = [
-    (r"^(caltech[-_]?101|caltech[-_]?256)", "mean_class_acc",
-     "Caltech-101/256 results are reported as mean per-class accuracy (Fei-Fei et al. 2004; Griffin et al. 2007)"),
-    (r"^(scene[-_]?15|15[-_]?scene|fifteen[-_]?scene)", "mean_class_acc",
-     "15-Scene results are reported as the mean of per-class recognition rates (Lazebnik et al. 2006)"),
-    (r"^(sun[-_]?397|mit[-_]?67|indoor[-_]?67)", "mean_class_acc",
-     "SUN-397 and MIT-67 report average per-class accuracy (balanced test sets: equal to top-1)"),
-]
+#: dataset facts a record carries since they were added to it (featbench.records.ResultRecord); older
+#: records get them from featbench.datasets.info, by dataset name
+DATASET_INFO_COLUMNS = ("headline_metric", "anchors_key")
 
 
-def headline_metric(dataset: str) -> str:
-    for pattern, metric, _ in METRIC_CONVENTIONS:
-        if re.search(pattern, str(dataset), re.IGNORECASE):
-            return metric
-    return "top1"
+def with_dataset_info(df: pd.DataFrame) -> pd.DataFrame:
+    """Fill ``headline_metric`` and ``anchors_key`` where a record lacks them (records older than them)."""
+    df = df.copy()
+    for col in DATASET_INFO_COLUMNS:
+        have = df[col] if col in df.columns else pd.Series("", index=df.index, dtype=object)
+        have = have.map(lambda v: "" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v))
+        looked_up = df["dataset"].map(lambda d: getattr(dataset_info(str(d)), col))
+        df[col] = have.where(have != "", looked_up).astype(object)
+    return df
 
 
 def parse_domain_task(task: str) -> tuple[str, str, str] | None:
@@ -165,7 +163,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     metric's column name), acc_mean/acc_std (headline, as fractions), top1_mean/std,
     mean_class_acc_mean/std, n_trials, n_runs, runs, devices, dim, label, rank, is_best, primary.
     """
-    cols = [*GROUP_KEYS, *VARIANT_KEYS, "family", "dataset", "extractor_family", "metric", "acc_mean", "acc_std",
+    cols = [*GROUP_KEYS, *VARIANT_KEYS, "family", "dataset", "anchors_key", "extractor_family", "metric", "acc_mean", "acc_std",
             "top1_mean", "top1_std", "mean_class_acc_mean", "mean_class_acc_std", "n_trials", "n_runs", "runs",
             "devices", "dim", "label", "rank", "is_best", "primary", "order"]
     if df.empty:
@@ -179,8 +177,10 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     keys = GROUP_KEYS + VARIANT_KEYS
     # plain Python over the records: pandas groupby with Python callbacks is slow for many small groups
     trials: dict[tuple, dict[int, dict[str, Any]]] = {}
+    if "headline_metric" not in df.columns:
+        df = with_dataset_info(df)
     cols_needed = [*keys, "trial", "top1", "mean_class_acc", "_run", "device", "family", "dataset",
-                   "extractor_family", "dim", "_order"]
+                   "extractor_family", "dim", "_order", "headline_metric", "anchors_key"]
     for rec in df[cols_needed].itertuples(index=False, name=None):
         r = dict(zip(cols_needed, rec))
         k = tuple(r[c] for c in keys)
@@ -198,14 +198,14 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
         mca = pd.Series([np.nanmean(t["mca"]) if np.isfinite(t["mca"]).any() else np.nan for t in per.values()],
                         dtype=float)
         rec = dict(zip(keys, k))
-        rec.update(family=first["family"], dataset=first["dataset"], extractor_family=first["extractor_family"],
+        rec.update(family=first["family"], dataset=first["dataset"], anchors_key=first["anchors_key"], extractor_family=first["extractor_family"],
                    dim=first["dim"], top1_mean=float(top1.mean()), top1_std=_sample_std(top1),
                    mean_class_acc_mean=float(mca.mean()), mean_class_acc_std=_sample_std(mca),
                    n_trials=len(per), runs=tuple(sorted(set().union(*(t["runs"] for t in per.values())))),
                    devices=tuple(sorted(set().union(*(t["devices"] for t in per.values())))),
                    order=int(first["_order"]))
         rec["n_runs"] = len(rec["runs"])
-        metric = headline_metric(rec["dataset"])
+        metric = first["headline_metric"]
         rec["metric"] = metric
         rec["acc_mean"], rec["acc_std"] = rec[f"{metric}_mean"], rec[f"{metric}_std"]
         rows.append(rec)

@@ -19,8 +19,8 @@ def data(ns=60, nt_lab=0, nt=80, d=12, seed=0):
 
 def test_registry_and_specs():
     assert {"none", "daume", "coral", "sa"} <= set(A.METHODS)
-    assert "sa:d=20" in A.METHODS and "coral:eps=0.5" in A.METHODS
-    assert "nope" not in A.METHODS and "sa:d" not in A.METHODS
+    assert A.is_method("sa:d=20") and A.is_method("coral:eps=0.5")
+    assert not A.is_method("nope") and not A.is_method("sa:d")
     assert A.parse_method("sa:d=20") == ("sa", {"d": 20})
     assert A.parse_method("coral:eps=0.5") == ("coral", {"eps": 0.5})
     assert A.method_options("sa") == {"d": 80} and A.method_options("coral") == {"eps": 1.0}

@@ -132,7 +132,6 @@ def test_image_key_uses_uid_else_pixels():
 
 
 def test_surf_stages():
-    pytest.importorskip("featbench.features.surf")
     img = data.astronaut()
     sparse = L.LocalStage("surf", max_side=160).compute(img)
     dense = L.LocalStage("surf-dense", max_side=96, step=12, sizes=(6, 12), extended=True, root=True).compute(img)

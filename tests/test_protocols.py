@@ -111,7 +111,8 @@ def test_per_class_pool_and_exclude():
 def test_caltech101_presets():
     ds = dataset({"train": {"BACKGROUND_Google": 60, "airplanes": 500, "inline_skate": 21},
                   "test": {"BACKGROUND_Google": 30, "airplanes": 300, "inline_skate": 10}}, name="caltech101")
-    assert default_protocol(ds, None) == "caltech101-30"
+    assert default_protocol(ds, None)[0] == "given"  # its own train/test split wins over the name
+    assert default_protocol(dataset({"all": {"a": 1}}, "caltech101"), None)[0] == "caltech101-30"
     for name, n in (("caltech101-30", 30), ("caltech101-15", 15)):
         proto = make_protocol(name)
         assert proto.default_trials == 5 and not proto.deterministic
@@ -125,7 +126,8 @@ def test_caltech101_presets():
 
 def test_scene15_protocol_pools_and_takes_the_rest():
     ds = dataset({"train": {c: 100 for c in "abc"}, "test": {"a": 116, "b": 260, "c": 110}}, name="scene15")
-    assert default_protocol(ds, None) == "scene15-100"
+    assert default_protocol(ds, None)[0] == "given"
+    assert default_protocol(dataset({"all": {"a": 1}}, "scene15"), None)[0] == "scene15-100"
     s = make_protocol("scene15-100").split(ds, 0)
     assert per_class(s.train) == {"a": 100, "b": 100, "c": 100}
     assert per_class(s.test) == {"a": 116, "b": 260, "c": 110}
@@ -182,7 +184,7 @@ def _sun(partitions: bool) -> AnnotatedDataset:
 
 def test_sun397_partitions_follow_the_trial_seed():
     ds = _sun(True)
-    assert default_protocol(ds, None) == "sun397-partitions"
+    assert default_protocol(ds, None)[0] == "sun397-partitions"
     proto = make_protocol("sun397-partitions")
     s0, s1, s3 = (proto.split(ds, k) for k in (0, 1, 3))
     assert per_class(s0.train) == {"abbey": 50, "bakery/shop": 50} and len(s0.test) == 100
@@ -308,13 +310,19 @@ def test_task_names_and_labels():
 
 def test_default_protocols_by_name():
     given = {"train": {"a": 1}, "test": {"a": 1}}
-    assert default_protocol(dataset(given, "caltech101_mini"), None) == "given"
-    assert default_protocol(dataset(given, "scene15_mini"), None) == "given"
-    assert default_protocol(dataset(given, "cub200_subset100"), None) == "given"
-    assert default_protocol(dataset({"all": {"a": 1}}, "101_ObjectCategories"), None) == "caltech101-30"
-    assert default_protocol(dataset({"all": {"a": 1}}, "tv_caltech101"), None) == "caltech101-30"
-    assert default_protocol(dataset({"all": {"a": 1}}, "stuff"), None) == "per-class"
-    assert default_protocol(dataset(OFFICE, "office_caltech10"), "amazon") == "source-only-full"
+    assert default_protocol(dataset(given, "caltech101_mini"), None)[0] == "given"
+    assert default_protocol(dataset(given, "scene15_mini"), None)[0] == "given"
+    assert default_protocol(dataset(given, "cub200_subset100"), None)[0] == "given"
+    assert default_protocol(dataset({"all": {"a": 1}}, "101_ObjectCategories"), None)[0] == "caltech101-30"
+    assert default_protocol(dataset({"all": {"a": 1}}, "tv_caltech101"), None)[0] == "caltech101-30"
+    assert default_protocol(dataset({"all": {"a": 1}}, "stuff"), None)[0] == "per-class"
+    assert default_protocol(dataset(OFFICE, "office_caltech10"), "amazon")[0] == "source-only-full"
+
+
+def _distinct_pixels(name: str) -> np.ndarray:
+    """A 4x4 RGB image unique to ``name`` (files must not be exact duplicates by accident: the split
+    checks drop duplicated test images)."""
+    return np.frombuffer(hashlib.sha256(name.encode()).digest() * 2, np.uint8)[:48].reshape(4, 4, 3).copy()
 
 
 def _tree(root: Path, counts: dict[str, dict[str, int]]) -> None:
@@ -322,7 +330,7 @@ def _tree(root: Path, counts: dict[str, dict[str, int]]) -> None:
         for c, n in per.items():
             (root / g / c).mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                Image.fromarray(np.full((4, 4, 3), (hash((g, c)) + i) % 256, np.uint8)).save(root / g / c / f"{i}.png")
+                Image.fromarray(_distinct_pixels(f'{g}/{c}/{i}')).save(root / g / c / f"{i}.png")
 
 
 def test_resolve_task_on_a_domain_tree(tmp_path):
@@ -406,3 +414,15 @@ def test_staged_caltech101_and_scene15_protocols():
     st = s.stats
     assert st.get("duplicates_dropped", 0) + st.get("duplicates_within_train", 0) + st.get("duplicates_within_test", 0) == 18
     assert len(s.test) == 4485 - 1500 - st.get("duplicates_dropped", 0)
+
+
+def test_a_folder_named_like_sun397_keeps_its_own_split(tmp_path):
+    """A name is no reason to ignore a user's split: own train/test wins unless a protocol is asked for."""
+    _tree(tmp_path / "sun397_mine", {"train": {"beach": 6, "forest": 5}, "test": {"beach": 2, "forest": 3}})
+    task = resolve_task("sun397_mine", [str(tmp_path)])
+    assert task.protocol.name == "given" and "own train/test split" in task.protocol_source
+    assert task.dataset.info.family == "scene" and task.dataset.info.headline_metric == "mean_class_acc"
+    split = task.split(0, 0)
+    assert (len(split.train), len(split.test)) == (11, 5)
+    asked = resolve_task("sun397_mine", [str(tmp_path)], protocol="per-class", protocol_options={"train": 2})
+    assert asked.protocol.name == "per-class" and asked.protocol_source == "named by the suite"

@@ -43,8 +43,8 @@ def test_entry_point_plugins_are_loaded(monkeypatch):
         return [ep] if kw.get("group") == base.ENTRY_POINT_GROUP else real(**kw)
 
     monkeypatch.setattr(metadata, "entry_points", fake)
-    monkeypatch.setattr(base, "_ENTRY_POINTS_LOADED", False)
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(base.EXTRACTORS, "_loaded", False)
+    monkeypatch.setattr(base.EXTRACTORS, "_entries", dict(base.EXTRACTORS._entries))
     assert "mean-colour" in available()
     ex = create("mean-colour:scale=2")
     feats = ex.transform([np.full((4, 4, 3), 10, np.uint8)])
@@ -54,8 +54,8 @@ def test_entry_point_plugins_are_loaded(monkeypatch):
 def test_broken_plugin_warns_and_does_not_break(monkeypatch):
     ep = metadata.EntryPoint(name="broken", value="no_such_module_xyz:Thing", group=base.ENTRY_POINT_GROUP)
     monkeypatch.setattr(metadata, "entry_points", lambda **kw: [ep])
-    monkeypatch.setattr(base, "_ENTRY_POINTS_LOADED", False)
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(base.EXTRACTORS, "_loaded", False)
+    monkeypatch.setattr(base.EXTRACTORS, "_entries", dict(base.EXTRACTORS._entries))
     with pytest.warns(UserWarning, match="broken"):
         names = available()
     assert "hog" in names and "broken" not in names

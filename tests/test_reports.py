@@ -12,7 +12,7 @@ import pytest
 
 from featbench.reports import build_report
 from featbench.reports import corpus as corpus_mod
-from featbench.reports.data import SCHEMA_V1_COLUMNS
+from featbench.records import SCHEMA_V1_COLUMNS
 from featbench.reports.embedding import read_features_sample, write_features_sample
 from featbench.reports.screenshot import find_chromium, screenshot
 
@@ -325,14 +325,20 @@ def test_corpus_refuses_bad_records(runs, tmp_path):
         corpus_mod.publish([partial], tmp_path / "results")
 
 
-def test_runner_columns_are_additive():
-    """The runner's RESULT_COLUMNS still hold every v1 column (read from the source: importing pulls in torch)."""
-    import ast
+def test_result_columns_are_additive():
+    """One record type for runner, corpus and reports: schema v1's columns first, in order, new ones after."""
+    import dataclasses
 
-    tree = ast.parse((REPO / "bench" / "runner.py").read_text())
-    node = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "RESULT_COLUMNS")
-    result_columns = ast.literal_eval(node.value)
-    assert [c for c in SCHEMA_V1_COLUMNS if c not in result_columns] == []
+    from featbench.records import RESULT_COLUMNS, ResultRecord
+
+    frozen_v1 = [
+        "schema_version", "featbench_version", "run_id", "suite", "task", "family", "dataset", "dataset_id",
+        "protocol", "method", "trial", "seed", "extractor", "extractor_family", "layer", "extractor_config",
+        "weights", "classifier", "C", "cv_score", "top1", "mean_class_acc", "n_train", "n_test", "dim",
+        "extract_s", "img_per_s", "fit_s", "device"]
+    assert SCHEMA_V1_COLUMNS == frozen_v1 and RESULT_COLUMNS[:len(frozen_v1)] == frozen_v1
+    assert RESULT_COLUMNS[len(frozen_v1):len(frozen_v1) + 1] == ["img_per_s_source"]  # the order once published
+    assert all(f.default is not dataclasses.MISSING for f in dataclasses.fields(ResultRecord)[len(frozen_v1):])
 
 
 def test_committed_corpus_has_schema_v1_columns():

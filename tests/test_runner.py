@@ -130,3 +130,16 @@ def test_features_sample_comes_from_the_task_with_fewest_classes(tmp_path, data_
     Runner(_suite(tasks=("textures", "textures2")), options, command=["test"]).run()
     sample = json.loads((tmp_path / "out" / "features-sample" / "sample.json").read_text())
     assert sample["task"] == "textures2" and len(set(sample["labels"])) == 2
+
+
+def test_a_sun397_named_folder_is_run_on_its_own_split(tmp_path):
+    """The folder's train/test split is used (not SUN-397's partitions), and run.json says so."""
+    root = tmp_path / "data"
+    make_texture_folder(root / "sun397_textures", per_class=4)
+    runner, df = _run(tmp_path, root, "out", tmp_path / "cache", suite=_suite(tasks=("sun397_textures",)))
+    info = json.loads((tmp_path / "out" / "run.json").read_text())["tasks"]["sun397_textures"]
+    assert info["protocol"].startswith("given") and "own train/test split" in info["protocol_source"]
+    assert info["split_sizes"] == [{"train": 12, "test": 12, "target_train": 0}]
+    assert info["dataset_info"]["family"] == "scene" and info["dataset_info"]["layout"] == "imagefolder"
+    assert set(df["headline_metric"]) == {"mean_class_acc"} and set(df["dataset_layout"]) == {"imagefolder"}
+    assert set(df["anchors_key"]) == {"sun397"} and list(df["n_train"]) == [12] and list(df["n_test"]) == [12]

@@ -63,7 +63,7 @@ def test_speed_writes_csv_and_json_with_columns(hog_run):
 def test_stage_columns_are_filled_by_the_stage_pass(hog_run):
     out, _, _ = hog_run
     st = _rows(out).query("mode == 'stage'")
-    assert len(st) == 2 and (st["stage_source"] == "adapter").all()
+    assert len(st) == 2 and (st["stage_source"] == "hook").all()
     for col in ("read_ms", "decode_ms", "preprocess_ms", "extract_ms", "transfer_ms"):
         assert st[col].notna().all(), col
     assert (st["transfer_ms"] == 0).all()  # CPU: nothing crosses a bus
@@ -234,7 +234,7 @@ def test_learned_extractor_is_fitted_outside_the_timing(tmp_path):
     assert df["error"].isna().all(), df["error"].tolist()
     assert (df["fit_s"] > 0).all() and (df["fit_images"] == 3).all()
     st = df.query("mode == 'stage'").iloc[0]
-    assert st["stage_source"] == "adapter" and st["encode_ms"] > 0 and st["extract_ms"] > 0
+    assert st["stage_source"] == "hook" and st["encode_ms"] > 0 and st["extract_ms"] > 0
 
 
 def test_a_broken_extractor_is_reported_not_fatal(tmp_path):
@@ -273,13 +273,13 @@ def test_speed_page_renders_html_with_embedded_images(tmp_path, hog_run):
     out, history, _ = hog_run
     assert (out / "speed.html").is_file() and (out / "speed.md").is_file()  # written by the command
     results = pd.DataFrame({"extractor": ["hog", "hog", "other"], "layer": ["", "", ""], "top1": [0.5, 0.6, 0.9]})
-    sec = speed_section(out / "speed.json", history=history, results=results)
+    sec = speed_section(out / "speed.json", history=sh.load(history), results=results)
     assert sec.html.startswith("<section") and sec.html.rstrip().endswith("</section>")
     assert set(sec.figures) == {"stages", "pareto", "history"}
     assert sec.html.count("src='data:image/png;base64,") == 3
     assert "http://" not in sec.html and "https://" not in sec.html
     assert "| extractor" in sec.markdown and "hog" in sec.markdown
-    page = write_speed_page(out / "speed.json", tmp_path, history=history)
+    page = write_speed_page(out / "speed.json", tmp_path, history=sh.load(history))
     assert "data:image/png;base64," in page.read_text()
 
 
@@ -304,17 +304,16 @@ def test_speed_json_records_are_the_e2e_rows(hog_run):
     assert len(doc["records"]) == sum(r["mode"] == "e2e" for r in doc["rows"])
 
 
-def test_report_section_hook(tmp_path, hog_run, monkeypatch):
+def test_report_shows_the_speed_page_once(tmp_path, hog_run):
+    """One speed-detail section, from the run folder's speed.json (the history file is not read)."""
     from types import SimpleNamespace
 
-    pytest.importorskip("featbench.reports.sections", reason="the report's section registry is not there")
-    from featbench.reports import speed_page
+    from featbench.reports import sections
 
-    monkeypatch.setenv("FEATBENCH_SPEED_HISTORY", str(hog_run[1]))
     doc = json.loads((hog_run[0] / "speed.json").read_text())
-    ctx = SimpleNamespace(runs=SimpleNamespace(runs=[SimpleNamespace(speed=doc), SimpleNamespace(speed=None)]),
-                          out=tmp_path)
-    sec = speed_page.report_section(ctx)
-    assert sec.id == "speed-details" and "data:image/png;base64," in sec.html
-    assert (tmp_path / "figures" / "speed-stages-0.png").is_file() and "figures/speed-stages-0.png" in sec.md
-    assert speed_page.report_section(SimpleNamespace(runs=SimpleNamespace(runs=[]), out=tmp_path)) is None
+    ctx = SimpleNamespace(runs=SimpleNamespace(runs=[SimpleNamespace(speed=doc, run_id="r1"),
+                                                     SimpleNamespace(speed=None, run_id="r2")]), out=tmp_path)
+    sec = sections.speed_detail(ctx)
+    assert sec.id == "speed-detail" and "data:image/png;base64," in sec.html and "### r1" in sec.md
+    assert [sid for sid in sections.SECTIONS.names() if sid.startswith("speed")] == ["speed", "speed-detail"]
+    assert sections.speed_detail(SimpleNamespace(runs=SimpleNamespace(runs=[]), out=tmp_path)) is None

@@ -37,8 +37,6 @@ def photos() -> list[np.ndarray]:
 
 
 def _create(spec: str) -> F.Extractor:
-    if spec.startswith("surf"):
-        pytest.importorskip("featbench.features.surf")
     ex = F.create(spec)
     ex.memo_bytes = 0
     return ex

@@ -12,7 +12,7 @@ The images come from :func:`featbench.speed.speed_images`: ``office_caltech10`` 
 roots when present (``$FEATBENCH_DATA``, ``../shared/datasets``), else a shared mini dataset,
 else 16 photos shipped inside scikit-image, so saved runs compare only when the same set was
 used (``extra_info["dataset"]``). Extractors listed by ``cnn`` use the specs of
-:data:`featbench.speed.DEFAULT_SPECS`; one whose weights are missing is skipped with the reason.
+the examples registered with ``cnn`` (``featbench.features.base.example_specs``); one whose weights are missing is skipped with the reason.
 ``FEATBENCH_BENCH_DEVICE=cuda`` runs the torch extractors on the GPU.
 """
 from __future__ import annotations

@@ -180,7 +180,7 @@ def run(
         s.seed = seed
     options = RunOptions(out=out, data_roots=_data_roots(data_root, s.data_root), device=device, strict=strict,
                          quiet=quiet, cache_dir=cache_dir, use_cache=not no_cache, batch_size=batch_size,
-                         num_workers=workers, threads=threads, verify=verify)
+                         num_workers=workers, threads=threads, verify=verify, report=report)
     runner = Runner(s, options, command=["featbench", *sys.argv[1:]])
     out_dir = runner.run()  # writes the report too (unless --no-report) before saying 'complete'
     typer.echo(f"results: {out_dir / 'results.csv'}" + (f"\nreport:  {out_dir / 'report.html'}" if report else ""))

@@ -45,6 +45,7 @@ class RunOptions:
     num_workers: int | None = None
     threads: int | None = None
     verify: bool = False
+    report: bool = True  # build report.html / report.md before run.json says 'complete'
     n_jobs: int = 1
 
 

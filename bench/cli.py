@@ -139,7 +139,7 @@ def run(
     suite: Optional[str] = typer.Argument(None, help="Suite TOML file or shipped suite name (default: the embedded quick suite)."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, replacing the suite's (e.g. office_caltech10:amazon->webcam)."),
     extractors: Optional[str] = typer.Option(None, help="Extractor specs separated by commas or ';', replacing the suite's (hog:size=64,cell=8 stays one spec)."),
-    classifiers: Optional[str] = typer.Option(None, help="Comma-separated: logreg, svm."),
+    classifiers: Optional[str] = typer.Option(None, help="Comma-separated: logreg, svm, finetune-head, finetune-all (the last two fine-tune cnn: extractors)."),
     trials: Optional[int] = typer.Option(None, min=1, help="Trials per task (fixed splits always run once)."),
     seed: Optional[int] = typer.Option(None, help="Base seed (trial t uses seed + t)."),
     data_root: Optional[str] = typer.Option(None, help="Folder(s) holding datasets, separated by ':'."),
@@ -208,6 +208,7 @@ def report_cmd(
 REGISTRIES = {"extractors": ("featbench.features.base", "EXTRACTORS"),
               "protocols": ("featbench.datasets.protocols", "PROTOCOLS"),
               "classifiers": ("featbench.classifier", "CLASSIFIERS"),
+              "finetuning": ("featbench.finetune", "FINETUNING"),
               "methods": ("featbench.adaptation", "METHODS"),
               "sections": ("featbench.reports.sections", "SECTIONS"),
               "layouts": ("featbench.datasets.readers", "LAYOUTS")}

@@ -11,8 +11,6 @@ This module imports nothing heavy (no torch): the reports use it.
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,6 +59,14 @@ class ResultRecord:
     headline_metric: str = _added()
     dataset_layout: str = _added()
     anchors_key: str = _added()
+    #: the transfer study: the learning-curve size (training images per class; None off a curve),
+    #: and for fine-tuning rows the recipe (JSON), the chosen epoch count, training seconds and
+    #: training images/s (forward + backward)
+    train_per_class: int | None = _added(None)
+    recipe: str = _added()
+    epochs: int | None = _added(None)
+    train_s: float | None = _added(None)
+    train_img_per_s: float | None = _added(None)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -73,17 +79,10 @@ SCHEMA_V1_COLUMNS: list[str] = [f.name for f in dataclasses.fields(ResultRecord)
 
 
 def json_default(obj: Any) -> Any:
-    """``json.dumps(default=...)`` for what run folders hold: numpy scalars and arrays, paths."""
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
+    """``json.dumps(default=...)`` for what run folders, speed files and the corpus hold: numpy
+    scalars and arrays as numbers and lists, anything else (paths, devices) as its string."""
+    if isinstance(obj, np.generic):
+        return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def dumps(obj: Any, **kwargs: Any) -> str:
-    return json.dumps(obj, default=json_default, **kwargs)
+    return str(obj)

@@ -26,8 +26,10 @@ from featbench.classifier import CLASSIFIERS, fit_evaluate
 from featbench.datasets.folder import ImageRecord
 from featbench.datasets.images import max_pixels
 from featbench.datasets.tasks import Task, resolve_task
+from featbench.datasets.learning_curve import TrainSubsample, curve_size_of, curve_task_name
 from featbench.errors import FeatbenchError
 from featbench.features import Extractor, create
+from featbench.finetune import FINETUNE_KINDS, FINETUNING, finetune_evaluate
 from featbench.provenance import snapshot
 from featbench.records import RESULT_COLUMNS, ResultRecord, json_default
 from featbench.suite import Suite
@@ -105,8 +107,8 @@ class Runner:
     def resolve(self) -> tuple[list[tuple[Task, list[str]]], list[Extractor]]:
         max_pixels()  # a bad $FEATBENCH_MAX_PIXELS is reported now, not image by image
         for clf in self.suite.classifiers:
-            if clf not in CLASSIFIERS:
-                raise FeatbenchError(f"unknown classifier '{clf}'; known: {', '.join(CLASSIFIERS)}")
+            if clf not in CLASSIFIERS and clf not in FINETUNING:
+                raise FeatbenchError(f"unknown classifier '{clf}'; known: {', '.join((*CLASSIFIERS, *FINETUNING))}")
         tasks = []
         for spec in self.suite.tasks:
             task = resolve_task(spec.name, self.opt.data_roots, protocol=spec.protocol,
@@ -118,8 +120,15 @@ class Runner:
                 except FeatbenchError as exc:
                     raise FeatbenchError(f"task '{spec.name}': {exc}") from None
             check_classes(task, self.suite.seed)
+            if spec.train_per_class:
+                for n in spec.train_per_class:
+                    trials = spec.trials or self.suite.trials or task.protocol.default_trials
+                    tasks.append((dataclasses.replace(task, name=curve_task_name(spec.name, n), trials=trials,
+                                                      protocol=TrainSubsample(task.protocol, n)), spec.methods))
+            else:
+                tasks.append((task, spec.methods))
+        for task, _ in tasks:
             self.task_info[task.name] = {"dropped_files": list(getattr(task.dataset, "dropped", []))}
-            tasks.append((task, spec.methods))
         extractors = [create(s) for s in self.suite.extractors]
         for ex in extractors:
             ex.check()
@@ -212,6 +221,7 @@ class Runner:
                 if t == 0 and task.name == self.sample_task:
                     sample += [(ex.spec, o, ex.family, by_uid) for o, by_uid in feats.items()]
                 self._evaluate(task, t, seed + t, split, ex, feats, stats, methods)
+                self._finetune(task, t, seed + t, split, ex, stats)
         if task.name == self.sample_task and sample:
             self._write_features_sample(task, splits[0], sample)
 
@@ -231,7 +241,8 @@ class Runner:
         classes = task.dataset.classes
         label_index = {c: i for i, c in enumerate(classes)}
         describe = self.extractor_info.setdefault(ex.spec, ex.describe())
-        bar = _progress(len(feats) * len(methods) * len(self.suite.classifiers),
+        linear = [c for c in self.suite.classifiers if c not in FINETUNE_KINDS]
+        bar = _progress(len(feats) * len(methods) * len(linear),
                         f"{task.name} {ex.spec} trial {trial} fit", self.opt.quiet, unit="fit")
         for output, by_uid in feats.items():
             def matrix(recs):
@@ -249,7 +260,7 @@ class Runner:
                 raise FeatbenchError(f"task '{task.name}': no usable training or test images left")
             for method in methods:
                 X_train, y_train, X_test = adaptation.apply(method, Xs, ys, Xt_lab, yt_lab, Xt_test, seed=seed)
-                for clf in self.suite.classifiers:
+                for clf in linear:
                     ev = fit_evaluate(X_train, y_train, X_test, yt_test, kind=clf, seed=seed, n_jobs=self.opt.n_jobs)
                     info = task.dataset.info
                     row = ResultRecord(
@@ -266,7 +277,7 @@ class Runner:
                         img_per_s=stats.img_per_s, fit_s=round(ev.fit_s, 4),
                         device=self._device(ex), img_per_s_source=stats.img_per_s_source,
                         headline_metric=info.headline_metric, dataset_layout=info.layout,
-                        anchors_key=info.anchors_key,
+                        anchors_key=info.anchors_key, train_per_class=curve_size_of(task.name),
                     ).as_dict()
                     self._append_row(row, task, split, ev.y_pred, yt_test, classes)
                     bar.update()
@@ -274,6 +285,51 @@ class Runner:
                         bar.write(f"  {task.name:34s} t{trial} {ex.spec}{'@' + output if output else ''} {method} {clf}: "
                               f"top1 {ev.top1:.3f}  mean-class {ev.mean_class_acc:.3f}  (C={ev.C:g})")
         bar.close()
+
+    def _finetune(self, task, trial, seed, split, ex, stats) -> None:
+        """Fine-tuning rows (``finetune-head``/``finetune-all``) for a ``cnn:`` extractor: trained on
+        the split's training images (plus labelled target images), scored on its test images.
+        Adaptation methods act on features, so fine-tuning rows are method ``none``; extractors
+        that are not CNNs have nothing to fine-tune (run.json notes it)."""
+        kinds = [c for c in self.suite.classifiers if c in FINETUNE_KINDS]
+        if not kinds:
+            return
+        if ex.family != "cnn":
+            notes = self.task_info[task.name].setdefault("notes", [])
+            note = f"{', '.join(kinds)}: not applicable to {ex.spec} (not a cnn: extractor)"
+            if note not in notes:
+                notes.append(note)
+            return
+        classes = task.dataset.classes
+        label_index = {c: i for i, c in enumerate(classes)}
+        train = self._usable(split.train + split.target_train)
+        test = self._usable(split.test)
+        describe = self.extractor_info.setdefault(ex.spec, ex.describe())
+        for kind in kinds:
+            res = finetune_evaluate(ex, kind, train, [label_index[r.label] for r in train], test,
+                                    [label_index[r.label] for r in test], len(classes), seed=seed)
+            ev = res.evaluation
+            y_true = np.array([label_index[r.label] for r in test], dtype=np.int64)
+            info = task.dataset.info
+            row = ResultRecord(
+                schema_version=featbench.RESULT_SCHEMA_VERSION, featbench_version=featbench.__version__,
+                run_id=self.run_id, suite=self.suite.name, task=task.name, family=task.family,
+                dataset=task.dataset.name, dataset_id=task.dataset.identity,
+                protocol=task.protocol.describe(), method="none", trial=trial, seed=seed,
+                extractor=ex.spec, extractor_family=ex.family, layer="finetuned",
+                extractor_config=ex.config.key, weights=weights_source(describe),
+                classifier=kind, C=ev.C, cv_score=ev.cv_score, top1=ev.top1,
+                mean_class_acc=ev.mean_class_acc, n_train=len(train), n_test=len(test), dim=None,
+                extract_s=round(stats.seconds, 4), img_per_s=stats.img_per_s, fit_s=round(ev.fit_s, 4),
+                device=res.device, img_per_s_source=stats.img_per_s_source,
+                headline_metric=info.headline_metric, dataset_layout=info.layout, anchors_key=info.anchors_key,
+                train_per_class=curve_size_of(task.name), recipe=json.dumps(res.recipe, sort_keys=True),
+                epochs=res.epochs, train_s=round(res.train_s, 4), train_img_per_s=res.train_img_per_s,
+            ).as_dict()
+            self._append_row(row, task, split, ev.y_pred, y_true, classes)
+            if not self.opt.quiet:
+                print(f"  {task.name:34s} t{trial} {ex.spec} {kind}: top1 {ev.top1:.3f}  mean-class "
+                      f"{ev.mean_class_acc:.3f}  ({res.epochs} epochs, {res.train_s:.0f} s)", flush=True)
 
     def _append_row(self, row, task, split, y_pred, y_true, classes) -> None:
         self.rows.append(row)

@@ -74,22 +74,22 @@ import dataclasses
 import json
 import math
 import os
-import statistics
 import sys
 import time
-from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
-import numpy as np
-
-from featbench.datasets.folder import ImageRecord, read_dataset, sha256_file
-from featbench.datasets.images import decode_bytes, to_gray
+from featbench import speed_history as sh
+from featbench.datasets.folder import ImageRecord
 from featbench.errors import FeatbenchError
-from featbench.features.base import available, example_specs, split_specs
+from featbench.features.base import available, create, example_specs, split_specs
+from featbench.provenance import snapshot
+from featbench.records import json_default
+from featbench.reports.speed_page import write_speed_page
+from featbench.speed_images import speed_images  # noqa: F401  (public here)
+from featbench.speed_measure import (STAGE_COLUMNS, STAGES, is_cuda, measure_e2e, measure_stages,  # noqa: F401
+                                     measure_synthetic, stage_plan, threads_info)
 
-STAGES = ("read", "decode", "preprocess", "transfer", "extract", "encode")
-STAGE_COLUMNS = tuple(f"{s}_ms" for s in STAGES)
 SPEED_COLUMNS = (
     "extractor", "family", "device", "batch_size", "mode", "dataset", "n_images", "repeats", "warmup",
     "img_per_s", "latency_ms_p50", "latency_ms_iqr", "batch_latency_ms_p50",
@@ -97,145 +97,6 @@ SPEED_COLUMNS = (
     "fit_s", "fit_images", "torch_threads", "cv2_threads", "omp_num_threads", "num_workers",
     "git_commit", "machine_fingerprint", "note", "error",
 )
-#: Datasets looked for under the data roots, in order; the first one found is used.
-PREFERRED_DATASETS = ("office_caltech10", "caltech101_mini", "cub200_mini", "scene15_mini")
-#: Real photos shipped as files inside scikit-image (the fallback image set).
-SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
-                  "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "camera.png", "brick.png", "grass.png",
-                  "gravel.png", "coins.png", "moon.png", "cell.png", "clock_motion.png")
-
-
-# ----------------------------------------------------------------------------- images
-
-def _spread(n_total: int, n: int) -> list[int]:
-    """``n`` indices spread evenly over ``range(n_total)`` (deterministic)."""
-    if n >= n_total:
-        return list(range(n_total))
-    return sorted({int(round(i)) for i in np.linspace(0, n_total - 1, n)})
-
-
-def skimage_photo_records() -> list[ImageRecord]:
-    """The scikit-image photos as file-backed records (so reading and decoding are real)."""
-    import skimage
-
-    folder = Path(skimage.__file__).resolve().parent / "data"
-    out = []
-    for name in SKIMAGE_PHOTOS:
-        path = folder / name
-        if path.is_file():
-            out.append(ImageRecord(uid=sha256_file(path), label=path.stem, group="all", relpath=name, path=str(path)))
-    if not out:
-        raise FeatbenchError(f"no scikit-image photos found in {folder}")
-    return out
-
-
-def find_speed_dataset(data_roots: Sequence[str], dataset: str | None = None) -> tuple[str, list[ImageRecord]]:
-    """Name and records of the image pool: ``dataset`` (a name under the roots, or a folder),
-    else the first of :data:`PREFERRED_DATASETS` found, else the scikit-image photos."""
-    if dataset == "skimage":
-        return "skimage_photos", skimage_photo_records()
-    if dataset:
-        p = Path(dataset).expanduser()
-        if p.is_dir():
-            ds = read_dataset(p)
-            return ds.name, sorted(ds.records, key=lambda r: r.relpath)
-        candidates: Sequence[str] = (dataset,)
-    else:
-        candidates = PREFERRED_DATASETS
-    for name in candidates:
-        for root in data_roots:
-            folder = Path(root).expanduser() / name
-            if folder.is_dir():
-                ds = read_dataset(folder, name)
-                return ds.name, sorted(ds.records, key=lambda r: r.relpath)
-    if dataset:
-        searched = ", ".join(str(Path(r).expanduser()) for r in data_roots) or "(no data root)"
-        raise FeatbenchError(f"dataset '{dataset}' not found under {searched} (use --data-root DIR)")
-    return "skimage_photos", skimage_photo_records()
-
-
-def speed_images(n: int, data_roots: Sequence[str] = (), dataset: str | None = None,
-                 n_fit: int = 0) -> tuple[str, list[ImageRecord], list[ImageRecord]]:
-    """``(dataset, timed, fit)``: ``n`` records spread over the sorted pool, plus up to ``n_fit``
-    other records for fitting learned extractors (the timed ones again when the pool is small).
-    When the pool has fewer than ``n`` images it is cycled (the same files read again)."""
-    name, pool = find_speed_dataset(data_roots, dataset)
-    if n <= len(pool):
-        idx = _spread(len(pool), n)
-        timed = [pool[i] for i in idx]
-    else:
-        timed = [pool[i % len(pool)] for i in range(n)]
-        idx = list(range(len(pool)))
-    rest = [pool[i] for i in range(len(pool)) if i not in set(idx)]
-    fit = [rest[i] for i in _spread(len(rest), n_fit)] if len(rest) >= max(n_fit, 1) else list(timed[:max(n_fit, 1)])
-    if n_fit and len(fit) < n_fit:
-        fit = (fit * (n_fit // max(len(fit), 1) + 1))[:n_fit]
-    return name, timed, fit
-
-
-# ----------------------------------------------------------------------------- timing helpers
-
-def threads_info() -> dict[str, Any]:
-    """Thread settings that change speed: torch intra/inter-op, OpenCV, OpenMP/BLAS env, faiss."""
-    import cv2
-    import torch
-
-    info: dict[str, Any] = {"torch_threads": torch.get_num_threads(),
-                            "torch_interop_threads": torch.get_num_interop_threads(),
-                            "cv2_threads": cv2.getNumThreads()}
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        info[var] = os.environ.get(var, "unset")
-    try:
-        import faiss
-
-        info["faiss_omp_threads"] = faiss.omp_get_max_threads()
-    except Exception:  # faiss missing or built without OpenMP
-        pass
-    return info
-
-
-def is_cuda(device: str) -> bool:
-    return str(device).startswith("cuda")
-
-
-def synchronize(device: str) -> None:
-    """Wait for queued GPU work so that a wall-clock reading covers it (no-op on CPU)."""
-    if is_cuda(device):
-        import torch
-
-        torch.cuda.synchronize(device)
-
-
-def _now(device: str) -> float:
-    synchronize(device)
-    return time.perf_counter()
-
-
-def percentile_stats(values: Sequence[float]) -> tuple[float, float]:
-    """``(median, interquartile range)``; IQR is 0 for a single value, NaN for none."""
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return float("nan"), float("nan")
-    q25, q50, q75 = np.percentile(vals, [25, 50, 75])
-    return float(q50), float(q75 - q25)
-
-
-def _chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(seq), max(1, size)):
-        yield seq[i:i + size]
-
-
-# ----------------------------------------------------------------------------- stage plans
-
-StageFn = Callable[[Any], Any]
-
-
-def stage_plan(ex: Any, device: str) -> tuple["OrderedDict[str, StageFn]", str]:
-    """Ordered stage functions for ``ex`` (its ``speed_stages`` hook) and where they came from."""
-    plan = ex.speed_stages(device)
-    if plan:
-        return OrderedDict(plan), "hook"
-    return OrderedDict(extract=lambda images: ex.transform_outputs(list(images))), "whole"
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -266,115 +127,6 @@ def _base_row(spec: str, ex: Any, device: str, bs: int, mode: str, dataset: str,
     return row
 
 
-def measure_e2e(ex: Any, records: Sequence[ImageRecord], device: str, bs: int, repeats: int, warmup: int,
-                chunked: bool = False) -> dict[str, float]:
-    """Extraction from file records: one ``transform_outputs`` call on all of them (the
-    extractor's own pipeline), or with ``chunked`` one call per ``bs`` records (the runner's way)."""
-    per_image, batch_times = [], []
-    for r in range(warmup + repeats):
-        calls = []
-        start = _now(device)
-        for chunk in (_chunks(records, bs) if chunked else [records]):
-            t0 = time.perf_counter()
-            ex.transform_outputs(list(chunk))
-            calls.append(_now(device) - t0)
-        total = _now(device) - start
-        if r >= warmup:
-            per_image.append(1000.0 * total / len(records))
-            batch_times += calls
-    p50, iqr = percentile_stats(per_image)
-    return {"latency_ms_p50": p50, "latency_ms_iqr": iqr, "img_per_s": 1000.0 / p50 if p50 > 0 else float("nan"),
-            "batch_latency_ms_p50": (1000.0 * statistics.median(batch_times)) if chunked and batch_times
-            else float("nan")}
-
-
-def measure_stages(ex: Any, records: Sequence[ImageRecord], device: str, bs: int, repeats: int, warmup: int
-                   ) -> dict[str, Any]:
-    """Instrumented pass: each stage timed on its own, fed the previous stage's ready output."""
-    plan, source = stage_plan(ex, device)
-    decode = plan.pop("decode", None) or (lambda blob, rec: decode_bytes(blob, rec.relpath))
-    file_backed = all(r.path for r in records)
-    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
-    totals = []
-    n = len(records)
-    for r in range(warmup + repeats):
-        t: dict[str, float] = {}
-        if file_backed:
-            t0 = time.perf_counter()
-            blobs = []
-            for rec in records:
-                with open(rec.path, "rb") as fh:
-                    blobs.append(fh.read())
-            t["read"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            images = [decode(b, rec) for b, rec in zip(blobs, records)]
-            t["decode"] = time.perf_counter() - t0
-        else:  # in-memory images: nothing to read or decode
-            images = [rec.load() for rec in records]
-        for chunk in _chunks(images, bs):
-            value: Any = list(chunk)
-            for stage, fn in plan.items():
-                t0 = _now(device)
-                value = fn(value)
-                t[stage] = t.get(stage, 0.0) + (_now(device) - t0)
-        if r >= warmup:
-            for stage in STAGES:
-                if stage in t:
-                    per_stage[stage].append(1000.0 * t[stage] / n)
-            totals.append(1000.0 * sum(t.values()) / n)
-    out: dict[str, Any] = {"stage_source": source}
-    for stage in STAGES:
-        if per_stage[stage]:
-            out[f"{stage}_ms"] = statistics.median(per_stage[stage])
-        elif stage == "transfer" and not is_cuda(device):
-            out["transfer_ms"] = 0.0  # nothing crosses a bus on the CPU
-    p50, iqr = percentile_stats(totals)  # of whole instrumented passes
-    out.update(latency_ms_p50=p50, latency_ms_iqr=iqr, img_per_s=1000.0 / p50 if p50 > 0 else float("nan"),
-               stage_total_ms=sum(v for k, v in out.items() if k in STAGE_COLUMNS))  # the columns add up
-    if not file_backed:
-        out["note"] = "in-memory images: read and decode not measured"
-    return out
-
-
-def measure_synthetic(ex: Any, records: Sequence[ImageRecord], device: str, bs: int, repeats: int, warmup: int
-                      ) -> dict[str, Any] | None:
-    """The model alone on a ready batch already on ``device``; None when ``ex`` has no model hook.
-
-    Uses ``ex.speed_synthetic(device, batch_size, images)``, which must return a callable
-    running one forward pass (+ pooling) on a prepared on-device batch of ``batch_size``.
-    """
-    if not getattr(ex, "uses_torch", False):
-        return None
-    images = [rec.load() for rec in records[:bs]]
-    while len(images) < bs:  # fewer images than the batch: repeat them
-        images += images[: bs - len(images)]
-    step = ex.speed_synthetic(device, bs, images)
-    if step is None:
-        return None
-    per_image = []
-    use_events = is_cuda(device)
-    if use_events:
-        import torch
-    for r in range(warmup + repeats):
-        if use_events:
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            synchronize(device)
-            begin.record()
-            step()
-            end.record()
-            end.synchronize()
-            ms = begin.elapsed_time(end)
-        else:
-            t0 = time.perf_counter()
-            step()
-            ms = 1000.0 * (time.perf_counter() - t0)
-        if r >= warmup:
-            per_image.append(ms / bs)
-    p50, iqr = percentile_stats(per_image)
-    return {"latency_ms_p50": p50, "latency_ms_iqr": iqr, "img_per_s": 1000.0 / p50 if p50 > 0 else float("nan"),
-            "batch_latency_ms_p50": p50 * bs}
-
-
 def _fit(ex: Any, fit_records: Sequence[ImageRecord], seed: int) -> tuple[float, int]:
     if not getattr(ex, "learns", False):
         return float("nan"), 0
@@ -387,8 +139,6 @@ def measure_extractor(spec: str, records: Sequence[ImageRecord], fit_records: Se
                       dataset: str, s: SpeedSettings, log: Callable[[str], None] = lambda m: None
                       ) -> list[dict[str, Any]]:
     """Every row for one extractor spec: per device and batch size, e2e + stage (+ synthetic)."""
-    from featbench.features import create
-
     rows: list[dict[str, Any]] = []
     n = len(records)
     try:
@@ -527,7 +277,7 @@ def write_outputs(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any],
                        if r["mode"] == "e2e" and not r["error"] and r["img_per_s"] is not None]}
     if comparison is not None:
         doc["comparison"] = comparison
-    json_path.write_text(json.dumps(doc, indent=1, default=str))
+    json_path.write_text(json.dumps(doc, indent=1, default=json_default))
     return csv_path, json_path
 
 
@@ -567,8 +317,6 @@ def speed_command(extractors: str | None = None, device: str = "cpu", batch_size
     with no earlier run from this machine says so and returns 0 (a first run is no regression).
     ``results`` (a run folder or results.csv) adds the accuracy-speed plot to ``speed.html``.
     """
-    from featbench import speed_history as sh
-    from featbench.provenance import snapshot
 
     echo = echo or (lambda m: print(m, flush=True))
     log = (lambda m: None) if quiet else echo
@@ -634,8 +382,6 @@ def speed_command(extractors: str | None = None, device: str = "cpu", batch_size
         sh.append(history_path, sh.make_record(rows, meta))
     page_path = None
     if page:
-        from featbench.reports.speed_page import write_speed_page
-
         try:
             page_path = write_speed_page(json_path, out, history=sh.load(history_path), results=results)
         except Exception as exc:  # the measurements are written; a plotting problem must not hide them

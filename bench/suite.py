@@ -19,6 +19,7 @@ A suite file looks like::
     methods = ["none", "coral"]       # domain-adaptation methods (bench/adaptation.py)
     trials = 5
     family = "domain"                 # optional; guessed from the dataset name
+    train_per_class = [1, 5, 10]      # optional: a learning curve, one task per size (TASK#n=5)
 
 Suites shipped with featbench live in ``suites/`` and can be named without the path
 (``featbench run quick-shared``); ``featbench list suites`` shows them.
@@ -36,11 +37,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from featbench.datasets.learning_curve import curve_sizes
 from featbench.errors import FeatbenchError
 
 DEFAULT_SUITE = "default"
 SUITE_KEYS = {"name", "description", "seed", "trials", "extractors", "classifiers", "tasks", "data_root"}
-TASK_KEYS = {"name", "protocol", "protocol_options", "methods", "trials", "family"}
+TASK_KEYS = {"name", "protocol", "protocol_options", "methods", "trials", "family", "train_per_class"}
 
 
 @dataclasses.dataclass
@@ -51,6 +53,9 @@ class TaskSpec:
     methods: list[str] = dataclasses.field(default_factory=lambda: ["none"])
     trials: int | None = None
     family: str | None = None
+    #: a learning curve: one task per size, training images cut to n per class
+    #: (:mod:`featbench.datasets.learning_curve`)
+    train_per_class: list[int] | None = None
 
 
 @dataclasses.dataclass
@@ -102,7 +107,9 @@ def parse_suite(data: dict[str, Any], where: str) -> Suite:
         tasks.append(TaskSpec(name=item["name"], protocol=item.get("protocol"),
                               protocol_options=dict(item.get("protocol_options", {})),
                               methods=_check_list(item.get("methods", ["none"]), "methods", where),
-                              trials=trials, family=item.get("family")))
+                              trials=trials, family=item.get("family"),
+                              train_per_class=(curve_sizes(item["train_per_class"], f"{where}: task '{item['name']}'")
+                                               if "train_per_class" in item else None)))
     seed, trials = data.get("seed", 0), data.get("trials")
     if not isinstance(seed, int):
         raise FeatbenchError(f"{where}: 'seed' must be an integer")

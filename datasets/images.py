@@ -100,17 +100,15 @@ def check_size(size: tuple[int, int], name: str) -> None:
 
 
 @contextlib.contextmanager
-def open_image(data: bytes, name: str) -> Iterator[Image.Image]:
-    """A PIL image over ``data`` whose header passed :func:`check_size`; every decoder failure
-    inside the ``with`` block (including ``load()`` and conversions) becomes an ImageDecodeError."""
-    if not data:
-        raise ImageDecodeError(f"{name}: empty file")
+def decode_errors(name: str) -> Iterator[None]:
+    """Turn whatever reading and decoding an image raises into one :class:`ImageDecodeError` naming
+    ``name`` (every decode path uses it, so a bad file reads the same wherever it is met)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            check_size(img.size, name)
-            yield img
+        yield
     except (ImageDecodeError, FeatbenchError):
         raise
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise ImageDecodeError(f"{name}: cannot read file ({exc.strerror or exc})") from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(f"{name}: not a recognised image format") from exc
     except Image.DecompressionBombError as exc:  # PIL's own limit, checked inside Image.open
@@ -122,6 +120,17 @@ def open_image(data: bytes, name: str) -> Iterator[Image.Image]:
         raise ImageDecodeError(f"{name}: corrupt or truncated image ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is a bad file
         raise ImageDecodeError(f"{name}: corrupt image ({type(exc).__name__}: {exc})") from exc
+
+
+@contextlib.contextmanager
+def open_image(data: bytes, name: str) -> Iterator[Image.Image]:
+    """A PIL image over ``data`` whose header passed :func:`check_size`; every decoder failure
+    inside the ``with`` block (including ``load()`` and conversions) becomes an ImageDecodeError."""
+    if not data:
+        raise ImageDecodeError(f"{name}: empty file")
+    with decode_errors(name), Image.open(io.BytesIO(data)) as img:
+        check_size(img.size, name)
+        yield img
 
 
 def to_rgb_uint8(img: Image.Image) -> np.ndarray:

@@ -10,7 +10,7 @@ protocols and still get its own rows and report lines.
 
 Datasets are read by :func:`featbench.datasets.readers.read_any` (MANIFEST.tsv copies, ImageFolder
 trees and the official layouts of CUB-200-2011, MIT Indoor-67, Caltech-101, Flowers-102,
-Oxford-IIIT Pets and SUN-397); the names in ``readers.TORCHVISION`` (``tv_caltech101``, ...)
+Oxford-IIIT Pets and SUN-397); the names in ``torchvision_sets.TORCHVISION`` (``tv_caltech101``, ...)
 go through torchvision's dataset classes under the first data root.
 
 The protocol is the suite's (``protocol = "..."``); without one, :func:`default_protocol` picks
@@ -29,7 +29,8 @@ from .builtin import BUILTIN
 from .folder import Dataset, find_dataset
 from .info import parse_task_name  # noqa: F401  (public here too)
 from .protocols import Protocol, Split, make_protocol
-from .readers import TORCHVISION, detect_layout, load_torchvision, read_any
+from .readers import detect_layout, read_any
+from .torchvision_sets import TORCHVISION, load_torchvision
 
 
 @dataclasses.dataclass

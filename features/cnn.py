@@ -222,6 +222,15 @@ class CNN(Extractor):
             from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
         return create_feature_extractor, get_graph_node_names
 
+    def pretrained_model(self) -> torch.nn.Module:
+        """A fresh copy of the whole classification network with this extractor's weights (eval
+        mode, on the CPU): what fine-tuning starts from."""
+        return build_model(self.model, self.source, self.weights_info, self._tv_weights)
+
+    def classifier_module_name(self, net: torch.nn.Module) -> str:
+        """Name of ``net``'s ImageNet classifier module (``classifier``, ``fc``, ``classifier.6``)."""
+        return self._classifier_module(net)
+
     def _classifier_module(self, net: torch.nn.Module) -> str:
         if self.source == "timm":
             name = net.pretrained_cfg["classifier"]

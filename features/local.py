@@ -23,10 +23,10 @@ Methods
   image is smoothed (sigma = bin size / 6), gradients are binned into 8 orientations with
   linear interpolation, each orientation map is convolved with a separable triangular
   kernel (bilinear spatial binning), and the 4x4x8 values are read off at the bin centres.
-  Computing the same descriptors with ``cv2.SIFT.compute`` on a keypoint grid is about
-  8x slower (0.30 s versus 0.036 s of one core for the 18.5k descriptors of a 300x300
-  image at step 4, four scales), and it ties the smoothing to SIFT's pyramid rather than
-  to the bin size. Both agree in layout and orientation convention (see the tests).
+  Computing the same descriptors with ``cv2.SIFT.compute`` on a keypoint grid is several
+  times slower (README, "Measured design choices"), and it ties the smoothing to SIFT's
+  pyramid rather than to the bin size. Both agree in layout and orientation convention (see
+  the tests).
   Descriptors are L2-normalised, clipped at 0.2 and renormalised (Lowe); windows with
   almost no gradient energy (PHOW's contrast threshold) become zero vectors.
 * ``surf`` / ``surf-dense``: Fast-Hessian keypoints or a dense grid, described by
@@ -60,6 +60,8 @@ import numpy as np
 
 from featbench.datasets.images import resize_max_side, to_gray
 from featbench.errors import FeatbenchError
+
+from .base import as_image
 
 METHODS = ("sift", "sift-dense", "surf", "surf-dense", "orb")
 
@@ -345,9 +347,7 @@ def image_key(item: Any) -> str:
     return "px:" + digest.hexdigest()[:32]
 
 
-def load_pixels(item: Any) -> np.ndarray:
-    """The RGB ``uint8`` pixels of an item: an array as is, else ``item.load()``."""
-    return item if isinstance(item, np.ndarray) else item.load()
+load_pixels = as_image  # one helper for "an array, or a record with load()"
 
 
 class DescriptorMemo:

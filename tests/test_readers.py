@@ -10,7 +10,8 @@ from PIL import Image
 
 from featbench.datasets.folder import read_dataset
 from featbench.datasets.protocols import make_protocol
-from featbench.datasets.readers import (TORCHVISION, crop_box, detect_layout, load_torchvision, read_any)
+from featbench.datasets.readers import crop_box, detect_layout, read_any
+from featbench.datasets.torchvision_sets import TORCHVISION, load_torchvision
 from featbench.datasets.tasks import available_tasks, resolve_task
 from featbench.errors import FeatbenchError
 

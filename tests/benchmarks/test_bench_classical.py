@@ -1,9 +1,11 @@
 """pytest-benchmark timings of every registered classical extractor on fixed real photos.
 
-Skipped in the default test run (``addopts`` has ``--benchmark-skip``). Run and compare::
+Skipped in the default test run (``addopts`` has ``--benchmark-skip``). Run::
 
-    pytest tests/benchmarks/test_bench_classical.py --benchmark-only --benchmark-autosave
-    pytest tests/benchmarks/test_bench_classical.py --benchmark-only --benchmark-compare
+    pytest tests/benchmarks/test_bench_classical.py --benchmark-only
+
+Speed history and regression checks across commits are ``featbench speed --compare``'s (one
+history, keyed by commit and machine); this suite only times and checks ratios within one run.
 
 The image set is 12 photos shipped inside scikit-image (so every machine times the same
 pixels), as RGB ``uint8``. Three timings per extractor, all with its default options:

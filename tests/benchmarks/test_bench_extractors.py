@@ -1,9 +1,11 @@
 """pytest-benchmark suite: every registered extractor on the same 16 real images, end to end.
 
-Skipped in the default test run (``addopts`` has ``--benchmark-skip``). Run and compare::
+Skipped in the default test run (``addopts`` has ``--benchmark-skip``). Run::
 
-    pytest tests/benchmarks --benchmark-only --benchmark-autosave
-    pytest tests/benchmarks --benchmark-only --benchmark-compare --benchmark-compare-fail=median:10%
+    pytest tests/benchmarks --benchmark-only
+
+Speed history and regression checks across commits are ``featbench speed --compare``'s (one
+history, keyed by commit and machine); this suite only times and checks ratios within one run.
 
 One round = ``transform_outputs`` on all 16 file records (read, decode, extract, encode),
 after ``configure_runtime(device="cpu", batch_size=16)``; learned extractors are fitted on

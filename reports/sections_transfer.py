@@ -1,0 +1,159 @@
+"""The transfer study in the report: learning curves and the decision map.
+
+* **Learning curves** (records whose task is a ``TASK#n=N`` point, see
+  :mod:`featbench.datasets.learning_curve`): the headline metric against training images per
+  class, one line per extractor/layer/evaluation, mean ± sample std over trials.
+* **Decision map**: for every task (and curve point) that has fine-tuning rows, the best of each
+  way to transfer — classical features + linear classifier, CNN features + linear classifier,
+  ``finetune-head``, ``finetune-all`` — with its accuracy and what it cost in the run (extraction
+  plus classifier seconds for the linear ways, training plus prediction seconds for fine-tuning;
+  features read from the cache cost nothing here, so compare costs within one cold run).
+Only adaptation method ``none`` enters both (fine-tuning has no feature-space adaptation).
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .section_api import ReportContext, Section, register_section
+from .tables import METRIC_NAMES, esc, html_table, md_table
+
+FINETUNE = ("finetune-head", "finetune-all")
+WAYS = ("classical + linear", "CNN features + linear", "finetune-head", "finetune-all")
+
+
+def curve_sizes(df: pd.DataFrame) -> dict[str, int]:
+    """task -> training images per class, for the records that are learning-curve points."""
+    if "train_per_class" not in df.columns:
+        return {}
+    sizes = pd.to_numeric(df["train_per_class"], errors="coerce")
+    points = df.assign(_n=sizes).dropna(subset=["_n"])
+    return {str(t): int(n) for t, n in points.groupby("task")["_n"].first().items()}
+
+
+def _way(row) -> str:
+    if row["classifier"] in FINETUNE:
+        return row["classifier"]
+    return "CNN features + linear" if row["extractor_family"] == "cnn" else "classical + linear"
+
+
+def _series_label(row) -> str:
+    layer = f"@{row['layer']}" if row["layer"] and row["layer"] != "finetuned" else ""
+    return f"{row['extractor']}{layer} {row['classifier']}"
+
+
+def curve_table(agg: pd.DataFrame, sizes: dict[str, int]) -> pd.DataFrame:
+    """Learning-curve points: base task (the name before ``#n=``), n, series label, mean, std, trials, metric."""
+    rows = []
+    for _, r in agg[agg["method"] == "none"].iterrows():
+        n = sizes.get(str(r["task"]))
+        if n is None:
+            continue
+        rows.append({"task": str(r["task"]).partition("#")[0], "n": n, "series": _series_label(r), "mean": r["acc_mean"],
+                     "std": r["acc_std"], "trials": r["n_trials"], "metric": r["metric"]})
+    return pd.DataFrame(rows, columns=["task", "n", "series", "mean", "std", "trials", "metric"])
+
+
+def curve_figure(task: str, points: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for series, g in points.groupby("series", sort=True):
+        g = g.sort_values("n")
+        mean, std = g["mean"].to_numpy(float) * 100, np.nan_to_num(g["std"].to_numpy(float)) * 100
+        ax.plot(g["n"], mean, marker="o", label=series)
+        ax.fill_between(g["n"], np.clip(mean - std, 0, 100), np.clip(mean + std, 0, 100), alpha=0.15)
+    ax.set_xscale("log")
+    sizes = sorted(points["n"].unique())
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("training images per class")
+    ax.set_ylabel(f"{METRIC_NAMES.get(points['metric'].iloc[0], 'accuracy')} (%)")
+    ax.set_title(f"{task}: learning curves (mean ± std over trials)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+@register_section("learning-curves", order=65)
+def learning_curves(ctx: ReportContext) -> Section | None:
+    """Accuracy against training images per class (learning-curve tasks), mean ± std over trials."""
+    table = curve_table(ctx.agg, curve_sizes(ctx.df))
+    if table.empty:
+        return None
+    html, md = ["<p>Accuracy against the number of training images per class (the task's protocol, "
+                "its training split cut to n per class with the trial's seed; the test set is the same "
+                "for every n). Shaded: ± one sample standard deviation over trials.</p>"], []
+    for task, points in table.groupby("task", sort=False):
+        fig = ctx.figure(curve_figure(task, points), f"learning-curve-{task}".replace(":", "_").replace(">", ""),
+                         f"{task}: accuracy against training images per class")
+        wide = points.pivot_table(index="series", columns="n", values="mean", aggfunc="first")
+        header = ["extractor / evaluation"] + [f"n={n}" for n in wide.columns]
+        body = [[s] + [f"{v * 100:.1f}" if pd.notna(v) else "–" for v in wide.loc[s]] for s in wide.index]
+        html += [fig.html, html_table(header, body)]
+        md += [f"### {task}", fig.md, md_table(header, body)]
+    return Section("learning-curves", "Learning curves", html="".join(html), md="\n\n".join(md))
+
+
+def decision_rows(ctx: ReportContext) -> list[dict]:
+    """Per task with fine-tuning rows: the best variant of each way, its accuracy and cost."""
+    agg = ctx.agg[ctx.agg["method"] == "none"].copy()
+    if not agg["classifier"].isin(FINETUNE).any():
+        return []
+    df = ctx.df
+    cost_cols = [c for c in ("extract_s", "fit_s") if c in df.columns]
+    cost = (df[df["method"] == "none"].assign(_cost=df[cost_cols].apply(pd.to_numeric, errors="coerce").sum(axis=1))
+            .groupby(["task", "extractor", "layer", "classifier"])["_cost"].mean())
+    out = []
+    for task, g in agg.groupby("task", sort=False):
+        if not g["classifier"].isin(FINETUNE).any():
+            continue
+        g = g.assign(way=[_way(r) for _, r in g.iterrows()])
+        rec = {"task": task, "metric": g["metric"].iloc[0]}
+        for way in WAYS:
+            w = g[g["way"] == way]
+            if w.empty or w["acc_mean"].isna().all():
+                continue
+            best = w.loc[w["acc_mean"].idxmax()]
+            rec[way] = (best["acc_mean"], best["acc_std"], _series_label(best),
+                        cost.get((task, best["extractor"], best["layer"], best["classifier"]), np.nan))
+        present = [w for w in WAYS if w in rec]
+        rec["winner"] = max(present, key=lambda w: rec[w][0]) if present else ""
+        out.append(rec)
+    return out
+
+
+@register_section("decision-map", order=67)
+def decision_map(ctx: ReportContext) -> Section | None:
+    """Per task and data size: the best of classical, CNN features, finetune-head, finetune-all, with cost."""
+    rows = decision_rows(ctx)
+    if not rows:
+        return None
+    header = ["task", *WAYS, "winner"]
+    html_body, md_body = [], []
+    for rec in rows:
+        cells_h, cells_m = [esc(rec["task"])], [rec["task"]]
+        for way in WAYS:
+            if way not in rec:
+                cells_h.append("–")
+                cells_m.append("–")
+                continue
+            mean, std, label, secs = rec[way]
+            acc = f"{mean * 100:.1f}" + (f" ± {std * 100:.1f}" if pd.notna(std) else "")
+            cost = f"{secs:.0f} s" if pd.notna(secs) else "? s"
+            text = f"{acc} ({cost})"
+            bold = way == rec["winner"]
+            cells_h.append(f"<b>{esc(text)}</b><br><small>{esc(label)}</small>" if bold
+                           else f"{esc(text)}<br><small>{esc(label)}</small>")
+            cells_m.append(f"**{text}**" if bold else text)
+        cells_h.append(esc(rec["winner"]))
+        cells_m.append(rec["winner"])
+        html_body.append(cells_h)
+        md_body.append(cells_m)
+    intro = ("For each task (and learning-curve point): the best variant of each way to transfer, its headline "
+             "accuracy (mean ± std over trials) and its cost in this run in seconds (extraction + classifier for "
+             "the linear ways, training + prediction for fine-tuning; cached features count as 0 s). Bold: the "
+             "winner. Adaptation method 'none' only.")
+    return Section("decision-map", "What should I do with my data? (decision map)",
+                   html=f"<p>{esc(intro)}</p>" + html_table(header, html_body, raw=True),
+                   md=intro + "\n\n" + md_table(header, md_body))

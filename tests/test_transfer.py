@@ -1,0 +1,145 @@
+"""The transfer study: learning-curve splits, fine-tuning as an evaluation, and their report sections."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from featbench.datasets.folder import read_dataset
+from featbench.datasets.learning_curve import TrainSubsample, curve_size_of, curve_sizes
+from featbench.datasets.protocols import make_protocol
+from featbench.errors import FeatbenchError
+from featbench.features import create
+from featbench.finetune import finetune_evaluate, last_stage, new_head, trainable_parameters
+from featbench.reports import build_report
+from featbench.runner import RunOptions, Runner
+from featbench.suite import Suite, TaskSpec, parse_suite
+
+from helpers import make_texture_folder
+
+SMALL_CNN = "cnn:tf_efficientnet_lite0:size=32"
+
+
+@pytest.fixture(scope="module")
+def textures(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_texture_folder(root / "textures", per_class=6, size=48)
+    return root
+
+
+# -- learning-curve splits ---------------------------------------------------------------------
+
+def test_subsample_keeps_test_and_nests_training_sets(textures):
+    ds = read_dataset(textures / "textures")
+    inner = make_protocol("given")
+    full = inner.split(ds, seed=3)
+    sets = {}
+    for n in (1, 2, 4):
+        split = TrainSubsample(inner, n).split(ds, seed=3)
+        assert [r.uid for r in split.test] == [r.uid for r in full.test]
+        counts = pd.Series([r.label for r in split.train]).value_counts()
+        assert set(counts) == {n} and len(counts) == 3
+        sets[n] = {r.uid for r in split.train}
+    assert sets[1] < sets[2] < sets[4]
+    again = TrainSubsample(inner, 2).split(ds, seed=3)
+    other = TrainSubsample(inner, 2).split(ds, seed=4)
+    assert {r.uid for r in again.train} == sets[2]
+    assert {r.uid for r in other.train} != sets[2]
+    assert "train_per_class=2" in TrainSubsample(inner, 2).describe()
+
+
+def test_subsample_notes_small_classes(textures):
+    ds = read_dataset(textures / "textures")
+    split = TrainSubsample(make_protocol("given"), 50).split(ds, seed=0)
+    assert len(split.train) == 18 and any("< 50 training images" in n for n in split.notes)
+
+
+def test_curve_names_and_suite_validation():
+    assert curve_size_of("caltech101#n=5") == 5 and curve_size_of("office:a->w#st") is None
+    assert curve_sizes([5, 1, 5], "x") == [1, 5]
+    for bad in ([], [0], ["a"], [True], 2.5):
+        with pytest.raises(FeatbenchError, match="train_per_class"):
+            parse_suite({"tasks": [{"name": "t", "train_per_class": bad}], "extractors": ["hog"]}, "suite.toml")
+    suite = parse_suite({"tasks": [{"name": "t", "train_per_class": [10, 1]}], "extractors": ["hog"]}, "s")
+    assert suite.tasks[0].train_per_class == [1, 10]
+
+
+# -- fine-tuning -------------------------------------------------------------------------------
+
+def test_head_mode_trains_only_the_last_stage_and_a_new_head():
+    cnn = create(SMALL_CNN)
+    net = cnn.pretrained_model()
+    head = cnn.classifier_module_name(net)
+    assert last_stage(net, head) == "blocks.6"
+    new_head(net, head, 4)
+    assert net.get_classifier().out_features == 4
+    trained, body = trainable_parameters(net, "finetune-head", head)
+    names = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert not body and names and all(n.startswith(("blocks.6", "conv_head", "bn2", "classifier")) for n in names)
+    assert any(n.startswith("classifier") for n in names)
+    net_all = cnn.pretrained_model()
+    new_head(net_all, head, 4)
+    h, b = trainable_parameters(net_all, "finetune-all", head)
+    assert len(h) == 2 and len(h) + len(b) == len(list(net_all.parameters()))
+
+
+def test_torchvision_last_stage():
+    cnn = create("cnn:resnet18:weights=random")
+    net = cnn.pretrained_model()
+    assert cnn.classifier_module_name(net) == "fc" and last_stage(net, "fc") == "layer4"
+
+
+def _images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (40, 48, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_finetune_is_seeded_and_records_its_recipe():
+    cnn = create(SMALL_CNN)
+    cnn.configure_runtime(device="cpu")
+    ims, y = _images(12), [i % 3 for i in range(12)]
+    recipe = {"epochs": 2, "batch_size": 6}
+    a = finetune_evaluate(cnn, "finetune-head", ims, y, ims[:6], y[:6], 3, seed=1, recipe=recipe)
+    b = finetune_evaluate(cnn, "finetune-head", ims, y, ims[:6], y[:6], 3, seed=1, recipe=recipe)
+    assert np.array_equal(a.evaluation.y_pred, b.evaluation.y_pred)
+    assert a.evaluation.cv_score == b.evaluation.cv_score
+    assert 1 <= a.epochs <= 2 and a.recipe["epochs"] == 2 and a.recipe["optimizer"] == "adamw"
+    assert a.train_s > 0 and a.train_img_per_s > 0 and a.device == "cpu"
+    one = finetune_evaluate(cnn, "finetune-all", ims[:3], y[:3], ims[:3], y[:3], 3, seed=0, recipe=recipe)
+    assert np.isnan(one.evaluation.cv_score) and one.epochs == 2  # one image per class: nothing held out
+
+
+def test_finetune_refuses_other_extractors():
+    with pytest.raises(FeatbenchError, match="only cnn"):
+        finetune_evaluate(create("hog"), "finetune-head", _images(3), [0, 1, 2], _images(3), [0, 1, 2], 3)
+    with pytest.raises(FeatbenchError, match="unknown fine-tuning evaluation .finetune-some"):
+        finetune_evaluate(create(SMALL_CNN), "finetune-some", _images(3), [0, 1, 2], _images(3), [0, 1, 2], 3)
+
+
+# -- through the runner and the report --------------------------------------------------------------
+
+@pytest.mark.slow
+def test_learning_curve_with_finetuning_end_to_end(tmp_path, textures, monkeypatch):
+    monkeypatch.setitem(__import__("featbench.finetune", fromlist=["RECIPE"]).RECIPE, "epochs", 1)
+    suite = Suite(name="curve", extractors=["hog:size=32", SMALL_CNN], classifiers=["logreg", "finetune-head"],
+                  tasks=[TaskSpec(name="textures", train_per_class=[1, 3], trials=2)])
+    out = tmp_path / "run"
+    Runner(suite, RunOptions(out=out, data_roots=[str(textures)], cache_dir=str(tmp_path / "cache"),
+                             quiet=True, batch_size=8), command=["test"]).run()
+    df = pd.read_csv(out / "results.csv")
+    assert set(df["task"]) == {"textures#n=1", "textures#n=3"}
+    assert set(df["train_per_class"]) == {1, 3}
+    assert set(df.groupby("task")["n_train"].max()) == {3, 9}
+    ft = df[df["classifier"] == "finetune-head"]
+    assert len(ft) == 4 and set(ft["extractor"]) == {SMALL_CNN} and set(ft["layer"]) == {"finetuned"}
+    assert all(json.loads(r)["optimizer"] == "adamw" for r in ft["recipe"]) and (ft["train_s"] > 0).all()
+    assert not df.loc[df["classifier"] == "logreg", "recipe"].notna().any()
+    meta = json.loads((out / "run.json").read_text())
+    assert any("not applicable to hog:size=32" in n for n in meta["tasks"]["textures#n=1"]["notes"])
+    report = tmp_path / "report"
+    build_report([out], report)
+    md = (report / "report.md").read_text()
+    assert "## Learning curves" in md and "figures/learning-curve-textures.png" in md
+    assert "decision map" in md and "| textures#n=3 |" in md
+    assert (report / "figures" / "learning-curve-textures.png").stat().st_size > 1000

@@ -147,7 +147,7 @@ def test_the_bad_invocation_table_is_in_step(places, monkeypatch):
     for case, _ in CASES:
         code, output = invoke(case, places, monkeypatch)
         line = output.strip().replace(places["BASE"], "…").replace("|", "/")
-        line = re.sub(r"(known:|choose|one of:) [^)]*", r"\1 …", line)  # lists that grow with the registries
+        line = re.sub(r"(known:|; choose|one of:) [^)]*", r"\1 …", line)  # lists that grow with the registries
         rows.append(f"| `featbench {case.replace('|', '/')}` | {line} |")
     rows.append("| `featbench run --out DIR` where DIR is not writable (non-root) | featbench: error: --out DIR/out: "
                 "DIR is not writable (permission denied) |")

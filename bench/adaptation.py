@@ -32,9 +32,15 @@ column records.
   ``Xs Ps M``, target rows (labelled and test) ``Xt Pt``. ``d`` defaults to 80 and is capped at
   the rank available (``min(ns, nt) - 1`` and D). The principal directions come from a thin SVD
   (from the Gram matrix when D > n), with a fixed sign convention so runs repeat exactly.
+  ``space="feature"`` returns ``Xs Ps M Pt^T`` and ``Xt Pt Pt^T`` instead (same distances; see
+  the function's docstring for why a standardising classifier cares).
 
 CORAL and SA use the unlabelled target test features (transductively, as both papers do),
-never their labels.
+never their labels. Both take ``zscore=false`` (``"sa:d=80,zscore=false"``) to skip their own
+per-domain z-scoring and use the features as given: the published Office-Caltech-10 protocols
+z-score each *whole* domain once before the source is sampled (``precomputed:zscore=domain``),
+whereas z-scoring a sampled source of 80-200 rows again divides sparse columns by tiny sample
+standard deviations.
 """
 from __future__ import annotations
 
@@ -232,21 +238,44 @@ def feature_augmentation(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0):
     return _out(X_train, np.concatenate([ys, yt_lab]), aug(Xt_test, False))
 
 
+def _domains(Xs, Xt_lab, Xt_test, zscore, name):
+    """Per-domain z-scoring (the default), or the features as given (``zscore=false``: the published
+    protocols z-score every whole domain before the source is sampled; see ``precomputed:zscore=domain``)."""
+    if not isinstance(zscore, bool):
+        raise FeatbenchError(f"{name}: zscore must be true or false, not {zscore!r}")
+    if zscore:
+        return _zscore_domains(Xs, Xt_lab, Xt_test)
+    Xs, Xt_lab, Xt_test = _f64(Xs), _f64(Xt_lab), _f64(Xt_test)
+    if Xt_lab.ndim != 2 or Xt_lab.shape[1] != Xs.shape[1]:
+        Xt_lab = np.zeros((0, Xs.shape[1]))
+    return Xs, Xt_lab, Xt_test
+
+
 @method("coral")
-def coral(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0, eps=1.0):
+def coral(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0, eps=1.0, zscore=True):
     """Sun et al. (2016) on per-domain z-scored features; eps=1 as in the paper."""
     if not float(eps) > 0:
         raise FeatbenchError(f"coral: eps must be positive, not {eps}")
-    Zs, Zt_lab, Zt_test = _zscore_domains(Xs, Xt_lab, Xt_test)
+    Zs, Zt_lab, Zt_test = _domains(Xs, Xt_lab, Xt_test, zscore, "coral")
     Zs = coral_transform(Zs, _target_all(Zt_lab, Zt_test), eps=float(eps))
     return _out(np.concatenate([Zs, Zt_lab]), np.concatenate([ys, yt_lab]), Zt_test)
 
 
 @method("sa")
-def subspace_alignment(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0, d=80):
-    """Fernando et al. (2013): source Xs Ps Ps^T Pt, target Xt Pt, d principal directions each."""
+def subspace_alignment(Xs, ys, Xt_lab, yt_lab, Xt_test, seed=0, d=80, zscore=True, space="subspace"):
+    """Fernando et al. (2013): source Xs Ps Ps^T Pt, target Xt Pt, d principal directions each.
+
+    ``space="feature"`` maps both back with ``Pt^T`` (rank-d rows in the original D dimensions):
+    Euclidean distances, hence 1-NN, are unchanged, but a classifier that standardises each input
+    column no longer rescales every aligned direction to unit variance (which gives the weak,
+    least-aligned tail directions as much weight as the leading ones).
+    """
     if isinstance(d, bool) or not isinstance(d, int) or d < 1:
         raise FeatbenchError(f"sa: d must be a positive integer, not {d!r}")
-    Zs, Zt_lab, Zt_test = _zscore_domains(Xs, Xt_lab, Xt_test)
+    if space not in ("subspace", "feature"):
+        raise FeatbenchError(f"sa: space must be 'subspace' or 'feature', not {space!r}")
+    Zs, Zt_lab, Zt_test = _domains(Xs, Xt_lab, Xt_test, zscore, "sa")
     Ps, Pt, M = subspace_alignment_bases(Zs, _target_all(Zt_lab, Zt_test), d)
-    return _out(np.concatenate([Zs @ Ps @ M, Zt_lab @ Pt]), np.concatenate([ys, yt_lab]), Zt_test @ Pt)
+    back = Pt.T if space == "feature" else np.eye(Pt.shape[1])
+    return _out(np.concatenate([Zs @ Ps @ M @ back, Zt_lab @ Pt @ back]), np.concatenate([ys, yt_lab]),
+                Zt_test @ Pt @ back)

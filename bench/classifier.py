@@ -3,7 +3,11 @@
 * Standardisation (zero mean, unit variance) is fitted on the training split only.
 * ``logreg``: multinomial logistic regression (L2, lbfgs); ``svm``: one-vs-rest linear SVM
   (squared hinge, liblinear). Both are entries of :data:`CLASSIFIERS`; another classifier is one
-  registered estimator factory (``featbench list classifiers``).
+  registered estimator factory (``featbench list classifiers``). ``1nn``: Euclidean nearest
+  neighbour, the convention of the classic domain-adaptation tables: registered with
+  ``tunes_c=False`` and ``standardise=False`` (the features as the protocol or the extractor's
+  preprocessing left them, e.g. ``precomputed:norm=l1,zscore=domain``); reports rank it apart from
+  the linear probes.
 * C is chosen by stratified k-fold cross-validation on the training split over a log grid
   (``C_GRID``); the fold count shrinks to the smallest class size when classes are tiny.
 * Scores: top-1 accuracy and mean per-class accuracy (the mean of per-class recalls, the
@@ -62,6 +66,15 @@ def svm(C: float = 1.0, seed: int = 0, warm_start: bool = False):
     return LinearSVC(C=C, max_iter=5000, random_state=seed)
 
 
+@CLASSIFIERS.register("1nn", summary="Euclidean 1-nearest neighbour on the features as given (no standardisation, no C)",
+                      tunes_c=False, standardise=False)
+def one_nn(C: float = 1.0, seed: int = 0, warm_start: bool = False):
+    """The classifier of the classic domain-adaptation tables (Gong et al. 2012, Fernando et al. 2013)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier(n_neighbors=1, algorithm="brute", metric="euclidean")
+
+
 @dataclass
 class Evaluation:
     classifier: str
@@ -109,8 +122,12 @@ def make_classifier(kind: str, C: float = 1.0, seed: int = 0, warm_start: bool =
 
 
 def make_pipeline_for(kind: str, C: float = 1.0, seed: int = 0):
-    """Standardise, project onto the training rows' span, linear model: the whole classifier."""
-    return make_pipeline(StandardScaler(), RowSpan(), make_classifier(kind, C=C, seed=seed))
+    """Standardise, project onto the training rows' span, linear model: the whole classifier
+    (the model alone for classifiers registered with ``standardise=False``: ``1nn``)."""
+    model = make_classifier(kind, C=C, seed=seed)
+    if not CLASSIFIERS.entry(kind).meta.get("standardise", True):
+        return make_pipeline(model)
+    return make_pipeline(StandardScaler(), RowSpan(), model)
 
 
 def _fold_scores(X, y, train, valid, kind, c_grid, seed) -> list[float]:

@@ -63,6 +63,9 @@ app.add_typer(cache_app, name="cache")
 results_app = typer.Typer(help="The committed results corpus (results/*.jsonl) and RESULTS.md.",
                           pretty_exceptions_enable=False)
 app.add_typer(results_app, name="results")
+published_app = typer.Typer(help="Published feature files (datasets/published_sources.toml): list and stage them.",
+                            pretty_exceptions_enable=False)
+app.add_typer(published_app, name="published")
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -139,7 +142,7 @@ def run(
     suite: Optional[str] = typer.Argument(None, help="Suite TOML file or shipped suite name (default: the embedded quick suite)."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, replacing the suite's (e.g. office_caltech10:amazon->webcam)."),
     extractors: Optional[str] = typer.Option(None, help="Extractor specs separated by commas or ';', replacing the suite's (hog:size=64,cell=8 stays one spec)."),
-    classifiers: Optional[str] = typer.Option(None, help="Comma-separated: logreg, svm, finetune-head, finetune-all (the last two fine-tune cnn: extractors)."),
+    classifiers: Optional[str] = typer.Option(None, help="Comma-separated: logreg, svm, 1nn, finetune-head, finetune-all (the last two fine-tune cnn: extractors)."),
     trials: Optional[int] = typer.Option(None, min=1, help="Trials per task (fixed splits always run once)."),
     seed: Optional[int] = typer.Option(None, help="Base seed (trial t uses seed + t)."),
     data_root: Optional[str] = typer.Option(None, help="Folder(s) holding datasets, separated by ':'."),
@@ -336,6 +339,27 @@ def results_render(corpus: Path = typer.Option(Path("results"), help="Corpus fol
     code, msg = cli_render(corpus, out, check)
     typer.echo(msg, err=bool(code))
     raise typer.Exit(code)
+
+
+@published_app.command("list")
+@user_errors
+def published_list() -> None:
+    """The published feature sets featbench can stage: name, repository, commit, files."""
+    from featbench.datasets.published import sources
+
+    for name, entry in sources().items():
+        typer.echo(f"{name:32s} {entry['repo']}@{entry['commit'][:12]}  {len(entry['files'])} file(s)")
+
+
+@published_app.command("stage")
+@user_errors
+def published_stage(name: str = typer.Argument(..., help="A name from `featbench published list`."),
+                    git_dir: Path = typer.Option(..., help="A git snapshot (.git folder) of the source repository."),
+                    out: Path = typer.Option(Path("~/featbench-data/published"), help="Data root to stage into.")) -> None:
+    """Extract a published feature set from a git snapshot, check its sha256s, write classes.txt and SOURCE.md."""
+    from featbench.datasets.published import stage
+
+    typer.echo(f"staged {stage(name, git_dir, out)}")
 
 
 def main() -> None:

@@ -203,6 +203,7 @@ class Runner:
         }
         sample: list[tuple[str, str, str, dict[str, np.ndarray]]] = []
         for ex in extractors:
+            ex.bind_dataset(task.dataset)
             shared_feats, shared_stats = (None, None)
             if not ex.learns:
                 shared_feats, shared_stats = self.extract(ex, list(everything.values()), f"{task.name} {ex.spec}")

@@ -82,7 +82,7 @@ from typing import Any, Callable, Sequence
 from featbench import speed_history as sh
 from featbench.datasets.folder import ImageRecord
 from featbench.errors import FeatbenchError
-from featbench.features.base import available, create, example_specs, split_specs
+from featbench.features.base import available, create, example_specs, reads_pixels, split_specs
 from featbench.provenance import snapshot
 from featbench.records import json_default
 from featbench.reports.speed_page import write_speed_page
@@ -212,7 +212,7 @@ def measure_extractor(spec: str, records: Sequence[ImageRecord], fit_records: Se
 def default_specs() -> list[str]:
     """A spec per registered extractor (its registered examples: several for ``cnn``): what
     ``featbench speed`` measures when ``--extractors`` is not given."""
-    return [spec for name in available() for spec in example_specs(name)]
+    return [spec for name in available() for spec in example_specs(name) if reads_pixels(name)]
 
 
 def resolve_devices(device: str, log: Callable[[str], None]) -> list[str]:

@@ -73,6 +73,9 @@ KNOWN: list[Known] = [
           _BALANCED_WHY),
     Known(r"^(mit[-_]?67|indoor[-_]?67)", DatasetInfo("scene", "", "mean_class_acc", anchors_key="indoor67"),
           _BALANCED_WHY),
+    # published feature files (datasets/published_sources.toml): set beside the tables they reproduce
+    # (reports/reproductions.py), not beside anchors
+    Known(r"^office[-_]?caltech10_(surf|googlenet1024)$", DatasetInfo("domain")),
     Known(r"^office[-_]?caltech", DatasetInfo("domain", anchors_key="office-caltech10")),
     Known(r"^office", DatasetInfo("domain", anchors_key="office31")),
     Known(r"^cub", DatasetInfo("fine-grained", anchors_key="cub200")),

@@ -23,7 +23,8 @@ Protocols (``featbench list protocols``), with the literature they reproduce:
                             10 partitions); trial seed ``s`` uses partition ``s % 10 + 1``
 ``source-only-full``        domain shift: the whole source domain -> the whole target domain (Gong 2012)
 ``source-only-sampled``     Saenko et al. 2010 / DeCAF: 20 source images per class (amazon, caltech) or
-                            8 (dslr, webcam), tested on the whole target domain, 5 trials
+                            8 (dslr, webcam), tested on the whole target domain, 5 trials;
+                            ``small_domains="dslr"``: 8 only from dslr (the SURF tables' public reproductions)
 ``source+target``           the same source sample plus 3 labelled target images per class
                             (``Split.target_train``), tested on the remaining target images, 5 trials
 ==========================  ==========================================================================
@@ -333,8 +334,8 @@ class Sun397Partitions(Protocol):
 SMALL_DOMAINS = frozenset({"dslr", "webcam"})
 
 
-def saenko_source_count(domain: str) -> int:
-    return 8 if domain.lower() in SMALL_DOMAINS else 20
+def saenko_source_count(domain: str, small_domains: frozenset[str] | set[str] = SMALL_DOMAINS) -> int:
+    return 8 if domain.lower() in small_domains else 20
 
 
 @register_protocol
@@ -353,11 +354,12 @@ class SourceOnlyFull(Protocol):
 
 
 def _source_sample(dataset: Dataset, source: str, per_class: Any, rng: np.random.Generator,
-                   protocol: str) -> tuple[list[ImageRecord], list[str]]:
+                   protocol: str, small_domains: Any = "dslr+webcam") -> tuple[list[ImageRecord], list[str]]:
     records = dataset.in_group(source)
     if per_class == "all":
         return records, []
-    n = saenko_source_count(source) if per_class == "auto" else _count(per_class, "per_class", protocol)
+    small = {d.lower() for d in group_names(small_domains)}
+    n = saenko_source_count(source, small) if per_class == "auto" else _count(per_class, "per_class", protocol)
     drawn, _, notes = sample_per_class(records, n, rng, f"source {source}")
     return drawn, notes + [f"source: {n} images per class from {source}"]
 
@@ -369,12 +371,16 @@ class SourceOnlySampled(Protocol):
     name = "source-only-sampled"
     needs_domains = True
     default_trials = 5
-    #: per_class "auto" (20, or 8 for dslr/webcam), an integer, or "all"
-    options = {"per_class": "auto"}
+    #: per_class "auto" (20, or 8 from the small_domains), an integer, or "all". small_domains: the
+    #: domains that give 8 per class under "auto" (Saenko/DeCAF: dslr and webcam; the SURF tables of
+    #: Gong et al. 2012 and their public reproductions sample 8 only from dslr: small_domains="dslr")
+    options = {"per_class": "auto", "small_domains": "dslr+webcam"}
+    quiet_options = frozenset({"small_domains"})
 
     def make_split(self, dataset, seed, source=None, target=None):
         rng = np.random.default_rng(seed)
-        train, notes = _source_sample(dataset, source, self.params["per_class"], rng, self.name)
+        train, notes = _source_sample(dataset, source, self.params["per_class"], rng, self.name,
+                                      self.params["small_domains"])
         return Split(train=train, test=dataset.in_group(target), notes=notes)
 
 
@@ -386,11 +392,13 @@ class SourcePlusTarget(Protocol):
     needs_domains = True
     gives_target_labels = True
     default_trials = 5
-    options = {"source_per_class": "auto", "target_per_class": 3}
+    options = {"source_per_class": "auto", "target_per_class": 3, "small_domains": "dslr+webcam"}
+    quiet_options = frozenset({"small_domains"})
 
     def make_split(self, dataset, seed, source=None, target=None):
         rng = np.random.default_rng(seed)
-        train, notes = _source_sample(dataset, source, self.params["source_per_class"], rng, self.name)
+        train, notes = _source_sample(dataset, source, self.params["source_per_class"], rng, self.name,
+                                      self.params["small_domains"])
         n_t = _count(self.params["target_per_class"], "target_per_class", self.name)
         target_train, test, t_notes = sample_per_class(dataset.in_group(target), n_t, rng, f"target {target}")
         return Split(train=train, test=test, target_train=target_train,

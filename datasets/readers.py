@@ -29,6 +29,9 @@ layout                 recognised by / what becomes of it
                        (``Partitions.zip``: ``Training_01.txt`` ... ``Testing_10.txt``, 50 + 50 images
                        per class each); put those files next to ``ClassName.txt`` or in a
                        ``Partitions/`` folder there and the ``sun397-partitions`` protocol uses them.
+``feature-files``      a folder of ``.mat``/``.npz``/``.npy``/``.parquet`` feature files and no sub-folders
+                       (published releases): one domain per file, records are the files' rows
+                       (:mod:`featbench.datasets.feature_files`; extract with ``precomputed``)
 ``imagefolder``        anything else: ``<group>/<class>/<file>`` or ``<class>/<file>``
 =====================  ==============================================================================
 
@@ -54,6 +57,7 @@ from featbench.registry import Registry
 
 from .folder import (IMAGE_EXTENSIONS, Dataset, ImageRecord, read_image_folder,
                      read_manifest_dataset, sha256_file)
+from .feature_files import is_feature_folder, read_feature_dataset
 from .images import read_image
 from .info import DatasetInfo
 
@@ -376,6 +380,13 @@ def crop_records(dataset: Dataset, records: list[ImageRecord], factor: float) ->
     if missing:
         raise FeatbenchError(f"dataset '{dataset.name}': {len(missing)} image(s) have no bounding box, e.g. {missing[0]}")
     return [crop_record(r, boxes[r.relpath], factor) for r in records]
+
+
+@register_layout("feature-files", is_feature_folder, DatasetInfo("domain", layout="feature-files"),
+                 summary="a folder of .mat/.npz/.npy/.parquet feature files, one per domain (published releases)")
+def read_feature_files(folder: Path, name: str, verify: bool = False) -> Dataset:
+    """Records are the files' rows (:mod:`featbench.datasets.feature_files`; extract with ``precomputed``)."""
+    return read_feature_dataset(folder, name)
 
 
 @register_layout("imagefolder", lambda f: True, summary="<group>/<class>/<file> or <class>/<file> (anything else)")

@@ -144,11 +144,11 @@ def available_tasks(data_roots: list[str]):
                 continue
             seen.add(folder.name)
             layout = detect_layout(folder)
-            if layout not in ("manifest", "imagefolder"):
+            if layout not in ("manifest", "imagefolder", "feature-files"):
                 yield folder.name, f"{layout} layout ({root_path})"
                 continue
             try:
-                ds = read_dataset(folder)
+                ds = read_any(folder) if layout == "feature-files" else read_dataset(folder)
             except FeatbenchError as exc:
                 yield folder.name, f"unreadable: {exc}"
                 continue

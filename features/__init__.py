@@ -7,5 +7,6 @@ from .base import Extractor, ExtractorConfig, available, create, parse_spec, reg
 from . import hog  # noqa: F401  (registration)
 from . import cnn  # noqa: F401
 from . import classical  # noqa: F401
+from . import precomputed  # noqa: F401
 
 __all__ = ["Extractor", "ExtractorConfig", "available", "create", "parse_spec", "register"]

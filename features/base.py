@@ -95,6 +95,8 @@ class Extractor:
     learns: ClassVar[bool] = False
     #: True when ``transform`` accepts a ``device`` (torch) and benefits from batching.
     uses_torch: ClassVar[bool] = False
+    #: False when features come from files, not pixels (``precomputed``): not timed, refuses arrays.
+    reads_pixels: ClassVar[bool] = True
 
     def __init__(self, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - set(self.params))
@@ -148,6 +150,10 @@ class Extractor:
         override this; the default ignores everything but remembers the device.
         """
         self.device = device
+
+    def bind_dataset(self, dataset: Any) -> None:
+        """Called with a task's whole dataset before its features are extracted. The default does
+        nothing; ``precomputed`` matches feature-file rows to every image of a domain here."""
 
     def check(self) -> None:
         """Raise a :class:`FeatbenchError` now for anything that would stop this extractor later
@@ -318,6 +324,13 @@ def register(name: str, summary: str = "", examples: Sequence[str] = ()) -> Call
 def extractor_class(name: str) -> type[Extractor] | None:
     """The Extractor subclass registered as ``name`` (None for a plain factory such as ``cnn``)."""
     return EXTRACTORS.entry(name).meta.get("cls")
+
+
+def reads_pixels(name: str) -> bool:
+    """False for extractors that read their features from files (``precomputed``): nothing to time
+    on photos, and they refuse pixel arrays with a clear error."""
+    cls = extractor_class(name)
+    return cls is None or bool(getattr(cls, "reads_pixels", True))
 
 
 def example_specs(name: str) -> list[str]:

@@ -37,9 +37,10 @@ from featbench.errors import FeatbenchError
 from featbench.records import SCHEMA_V1_COLUMNS, json_default
 
 from . import anchors as anchors_mod
+from . import adaptation_effects, reproductions
 from .data import load_run, normalise
 from .tables import (GROUP_KEYS, METRIC_SHORT, VARIANT_KEYS, aggregate, comparable_groups, families_in_order,
-                     md_table, per_task_matrix, pct, pm)
+                     md_table, per_task_matrix, pct, pm, with_classifier_kind)
 
 RUNS_FILE = "runs.jsonl"
 RECORD_KEY = ["run_id", "task", "trial", "extractor", "extractor_config", "layer", "method", "classifier"]
@@ -141,6 +142,7 @@ def _num(x: Any) -> str:
 
 def latest_records(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """The records not superseded by a later run's record of the same trial, and how many were."""
+    df = with_classifier_kind(df)
     latest_run = df.groupby([*GROUP_KEYS, *VARIANT_KEYS, "trial"], dropna=False)["_run"].transform("max")
     kept = df[df["_run"] == latest_run]
     return kept, len(df) - len(kept)
@@ -190,7 +192,9 @@ def render_results_md(corpus: Path) -> str:
         out += [md_table(header, rows), ""]
         arows = anchors_mod.anchor_rows(agg)
         if arows:
-            out += ["Published anchors beside this suite's best row of the same kind:", ""]
+            out += ["Published anchors beside this suite's best row of the same kind (only compared: other features "
+                    "or protocols; tables reproduced from published feature files follow under 'Reproduced "
+                    "published tables' where a suite has them):", ""]
             ah = ["task", "row", "here (%)", "published (%)", "published method", "metric", "reference", "differences"]
             ar = []
             for r in arows:
@@ -201,12 +205,20 @@ def render_results_md(corpus: Path) -> str:
                            f"[{refs.index(a.reference) + 1}]",
                            anchors_mod.differences_note(a, r["note"])])
             out += [md_table(ah, ar, ["l"] * 8), ""]
+        effects = adaptation_effects.markdown(agg)
+        if effects:
+            out += ["When domain adaptation helps or hurts (measured in this suite):", "", effects, ""]
+        reproduced = reproductions.markdown(agg)
+        if reproduced:
+            out += ["Reproduced published tables (from the published feature files, with the published protocol):",
+                    "", reproduced]
         groups = comparable_groups(df)
         apart = groups[~groups["primary"]]
         if len(apart):
             out += ["Kept apart (not ranked with the table above):", ""]
             for r in apart.itertuples():
-                sub = agg[(agg["task"] == r.task) & (agg["protocol"] == r.protocol) & (agg["dataset_id"] == r.dataset_id)]
+                sub = agg[(agg["task"] == r.task) & (agg["protocol"] == r.protocol) & (agg["dataset_id"] == r.dataset_id)
+                          & (agg["classifier_kind"] == r.classifier_kind)]
                 best = sub.sort_values("acc_mean", ascending=False).iloc[0]
                 out.append(f"- {r.task} [{r.protocol}; dataset_id {r.dataset_id}]: {r.why_apart}. "
                            f"Best: {best['label']} {pm(best['acc_mean'], best['acc_std'], best['n_trials'])}.")

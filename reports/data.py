@@ -25,7 +25,7 @@ import pandas as pd
 from featbench.errors import FeatbenchError
 from featbench.records import SCHEMA_V1_COLUMNS
 
-from .tables import strip_layers, with_dataset_info
+from .tables import strip_layers, with_classifier_kind, with_dataset_info
 
 GPU_PREFIXES = ("cuda", "gpu", "mps", "xpu", "rocm")
 
@@ -123,7 +123,7 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     if "extractor_spec" not in df.columns:
         df["extractor_spec"] = df["extractor"]
     df["extractor"] = df["extractor_spec"].map(strip_layers)
-    return with_dataset_info(df)
+    return with_classifier_kind(with_dataset_info(df).drop(columns=["classifier_kind"], errors="ignore"))
 
 
 def load_run(path: Path) -> tuple[pd.DataFrame, Run]:

@@ -72,7 +72,8 @@ def how_to_read(ctx: ReportContext) -> Section:
         "standard deviation (n-1). If several runs hold the same trial of the same configuration (a CPU and a "
         "GPU run), their values are averaged first.",
         "Bold: the best mean of a task (ties all bold), among the rows shown for that task. A task's rows are "
-        "ranked only against records with the same task, protocol and dataset_id (the 'comparable group'); "
+        "ranked only against records with the same task, protocol and dataset_id and the same classifier kind "
+        "(linear probes or 1-NN: the 'comparable group'); "
         "groups kept apart are listed in 'Kept apart (comparability)'.",
         "Rows are extractor variants: the extractor spec (without its @layer list), @layer for a CNN output, "
         "+method for a domain-adaptation method other than 'none', [classifier] when several are present.",
@@ -225,13 +226,18 @@ def anchors_section(ctx: ReportContext) -> Section:
         tm.append(cells)
     intro = ("Published numbers beside this report's best row of the same kind (CNN or classical) on the task "
              "whose name matches. The datasets and protocols differ (see the last column): read them as a sanity "
-             "check of the ordering, not as a reproduction. How each published value was checked is in brackets; "
-             "re-read the original table before citing it.")
+             "check of the ordering, not as a reproduction: these numbers are only compared. Numbers reproduced "
+             "from the published feature files themselves are in 'Reproduced published tables' (when this report "
+             "has such runs). How each published value was checked is in brackets; re-read the original table "
+             "before citing it.")
     ref_list = [f"[{i + 1}] {anchors_mod.REFERENCES[refs[i]]}" for i in range(len(refs))]
     if not rows:
         html = "<p class='absent'>No task in this report matches a published anchor (anchors exist for " + \
-            esc(", ".join(dict.fromkeys(a.dataset for a in anchors_mod.ANCHORS))) + ").</p>"
-        md = "_No task in this report matches a published anchor._"
+            esc(", ".join(dict.fromkeys(a.dataset for a in anchors_mod.ANCHORS))) + "; they are only compared). " \
+            "Tasks on published feature files are set beside the tables they reproduce in 'Reproduced published " \
+            "tables'.</p>"
+        md = ("_No task in this report matches a published anchor (numbers only compared). Tasks on published "
+              "feature files are set beside the tables they reproduce in 'Reproduced published tables'._")
     else:
         html = f"<p>{esc(intro)}</p>" + html_table(header, th, raw=True, classes="anchors")
         md = intro + "\n\n" + md_table(header, tm, ["l"] * 8)

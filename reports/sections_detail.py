@@ -204,7 +204,8 @@ def comparability(ctx: ReportContext) -> Section:
     if len(devs) > 1:
         notes.append(f"Records from several devices ({', '.join(devs)}) are merged: the same trial run on two "
                      "devices is averaged.")
-    rule = ("Records are ranked together only when task, protocol and dataset_id all agree. For each task the "
+    rule = ("Records are ranked together only when task, protocol and dataset_id all agree, and the classifiers "
+            "are of one kind (linear probes apart from 1-NN). For each task the "
             "group with the most records is shown in the tables above; any other group is listed here with its "
             "own ranking and the reason it is kept apart.")
     html = [f"<p>{esc(rule)}</p>"] + [f"<p class='warn'>{esc(n)}</p>" for n in notes]
@@ -219,7 +220,8 @@ def comparability(ctx: ReportContext) -> Section:
         md.append(md_table(header, rows, ["l"] * 5))
         for r in apart.itertuples():
             sub = ctx.agg[(ctx.agg["task"] == r.task) & (ctx.agg["protocol"] == r.protocol)
-                          & (ctx.agg["dataset_id"] == r.dataset_id)].sort_values("acc_mean", ascending=False)
+                          & (ctx.agg["dataset_id"] == r.dataset_id)
+                          & (ctx.agg["classifier_kind"] == r.classifier_kind)].sort_values("acc_mean", ascending=False)
             rr = [[("**" if b else "") + l + ("**" if b else ""), pm(m, s, n)]
                   for l, m, s, n, b in zip(sub["label"], sub["acc_mean"], sub["acc_std"], sub["n_trials"],
                                            sub["is_best"])]

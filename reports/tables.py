@@ -11,7 +11,8 @@ Conventions (also printed in every report's "How to read" section):
   runs' values are first averaged, so the std stays a spread over splits, not over machines.
 * **Comparability.** Records are ranked against each other only inside a *comparable
   group*: same task name, same protocol string (split sizes and options included) and same
-  ``dataset_id`` (content hash of the image list). For each task the group with the most
+  ``dataset_id`` (content hash of the image list), and one classifier kind: linear probes
+  (logreg, svm) are never ranked against ``1nn`` rows. For each task the group with the most
   records is the one shown in the main tables; the others are listed apart with the reason.
 * **Variant.** A row of the tables: extractor spec, its config hash, the weights, the layer,
   the domain-adaptation method and the classifier.
@@ -29,7 +30,22 @@ import pandas as pd
 from featbench.datasets.info import dataset_info, parse_task_name
 from featbench.errors import FeatbenchError
 
-GROUP_KEYS = ["task", "protocol", "dataset_id"]
+GROUP_KEYS = ["task", "protocol", "dataset_id", "classifier_kind"]
+#: classifiers that are not linear probes, and their kind: their rows are ranked apart (a comparable
+#: group of their own), never against logreg/svm rows of the same task
+NON_LINEAR_CLASSIFIERS = {"1nn": "nearest-neighbour"}
+
+
+def with_classifier_kind(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a ``classifier_kind`` column ('linear' or e.g. 'nearest-neighbour') when it lacks one."""
+    if "classifier_kind" in df.columns:
+        return df
+    df = df.copy()
+    df["classifier_kind"] = [NON_LINEAR_CLASSIFIERS.get(str(c), "linear") for c in df["classifier"]] \
+        if "classifier" in df.columns else "linear"
+    return df
+
+
 VARIANT_KEYS = ["extractor", "extractor_config", "weights", "layer", "method", "classifier"]
 FAMILY_ORDER = ["object", "fine-grained", "scene", "domain"]
 METRIC_NAMES = {"top1": "top-1 accuracy", "mean_class_acc": "mean per-class accuracy"}
@@ -71,8 +87,11 @@ def comparable_groups(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, protocol, dataset_id) with ``primary`` and, for the others, ``why_apart``."""
     if df.empty:
         return pd.DataFrame(columns=[*GROUP_KEYS, "n_records", "last_run", "primary", "why_apart", "group"])
+    df = with_classifier_kind(df)
     g = df.groupby(GROUP_KEYS, sort=False).agg(n_records=("top1", "size"), last_run=("_run", "max")).reset_index()
-    g = g.sort_values(["task", "n_records", "last_run"], ascending=[True, False, False], kind="stable")
+    g["_apart"] = g["classifier_kind"].ne("linear")  # linear probes are the primary group when present
+    g = g.sort_values(["task", "_apart", "n_records", "last_run"], ascending=[True, True, False, False],
+                      kind="stable").drop(columns="_apart")
     g["primary"] = ~g.duplicated("task")
     reasons = []
     primary = g[g["primary"]].set_index("task")
@@ -87,13 +106,17 @@ def comparable_groups(df: pd.DataFrame) -> pd.DataFrame:
         if row["dataset_id"] != p["dataset_id"]:
             why.append(f"dataset_id {row['dataset_id'] or '(none)'} differs from {p['dataset_id'] or '(none)'}: "
                        "the dataset's image list or contents are not the same")
+        if row["classifier_kind"] != p["classifier_kind"]:
+            why.append(f"classifier kind '{row['classifier_kind']}' is not ranked with '{p['classifier_kind']}' rows")
         reasons.append("; ".join(why))
     g["why_apart"] = reasons
-    g["group"] = [f"{t} [{p}; {d}]" for t, p, d in zip(g["task"], g["protocol"], g["dataset_id"])]
+    g["group"] = [f"{t} [{p}; {d}{'' if k == 'linear' else '; ' + k}]"
+                  for t, p, d, k in zip(g["task"], g["protocol"], g["dataset_id"], g["classifier_kind"])]
     return g.reset_index(drop=True)
 
 
 def mark_primary(df: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
+    df = with_classifier_kind(df)
     key = groups.set_index(GROUP_KEYS)["primary"]
     idx = pd.MultiIndex.from_frame(df[GROUP_KEYS])
     out = df.copy()
@@ -169,7 +192,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame({c: pd.Series(dtype=bool if c in ("primary", "is_best") else
                                           float if c.endswith(("_mean", "_std")) else object) for c in cols})
-    df = df.copy()
+    df = with_classifier_kind(df.copy())
     if "_order" not in df.columns:
         df["_order"] = np.arange(len(df))
     if "_run" not in df.columns:

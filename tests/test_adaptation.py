@@ -23,7 +23,8 @@ def test_registry_and_specs():
     assert not A.is_method("nope") and not A.is_method("sa:d")
     assert A.parse_method("sa:d=20") == ("sa", {"d": 20})
     assert A.parse_method("coral:eps=0.5") == ("coral", {"eps": 0.5})
-    assert A.method_options("sa") == {"d": 80} and A.method_options("coral") == {"eps": 1.0}
+    assert A.method_options("sa") == {"d": 80, "zscore": True, "space": "subspace"}
+    assert A.method_options("coral") == {"eps": 1.0, "zscore": True}
     with pytest.raises(FeatbenchError, match="unknown option"):
         A.apply("sa:k=3", *data())
     with pytest.raises(FeatbenchError, match="unknown adaptation method"):
@@ -160,3 +161,27 @@ def test_methods_are_deterministic_and_reject_bad_options():
         A.apply("sa:d=0", *args)
     with pytest.raises(FeatbenchError, match="positive"):
         A.apply("coral:eps=0", *args)
+
+
+def test_sa_feature_space_keeps_distances_and_zscore_false_uses_features_as_given():
+    rng = np.random.default_rng(7)
+    Xs, Xt = rng.normal(size=(40, 12)), rng.normal(size=(30, 12)) * 2 + 1
+    ys = rng.integers(0, 3, 40)
+    no_lab = np.zeros((0, 12))
+    S1, _, T1 = A.apply("sa:d=5", Xs, ys, no_lab, np.zeros(0, int), Xt)
+    S2, _, T2 = A.apply("sa:d=5,space=feature", Xs, ys, no_lab, np.zeros(0, int), Xt)
+    assert S1.shape == (40, 5) and S2.shape == (40, 12)
+    dist = lambda P, Q: ((P[:, None] - Q[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(dist(S1, T1), dist(S2, T2), rtol=1e-4, atol=1e-4)  # 1-NN sees the same
+    # zscore=false: SA on the raw features equals SA on features that need no z-scoring
+    Ps, Pt, M = A.subspace_alignment_bases(Xs, Xt, 5)
+    A3, _, B3 = A.apply("sa:d=5,zscore=false", Xs, ys, no_lab, np.zeros(0, int), Xt)
+    np.testing.assert_allclose(A3, Xs @ Ps @ M, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(B3, Xt @ Pt, rtol=1e-4, atol=1e-5)
+    C3, _, T3 = A.apply("coral:zscore=false", Xs, ys, no_lab, np.zeros(0, int), Xt)
+    np.testing.assert_allclose(C3, A.coral_transform(Xs, Xt), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(T3, Xt, rtol=1e-6)
+    with pytest.raises(FeatbenchError, match="space"):
+        A.apply("sa:space=other", Xs, ys, no_lab, np.zeros(0, int), Xt)
+    with pytest.raises(FeatbenchError, match="zscore must be true or false"):
+        A.apply("coral:zscore=2", Xs, ys, no_lab, np.zeros(0, int), Xt)

@@ -51,7 +51,7 @@ def test_every_kind_uses_the_registry_and_is_listed():
 
 
 def test_unknown_classifier_fails_before_any_work():
-    with pytest.raises(FeatbenchError, match="unknown classifier 'knn'; known: logreg, svm"):
+    with pytest.raises(FeatbenchError, match="unknown classifier 'knn'; known: 1nn, logreg, svm"):
         make_classifier("knn")
     with pytest.raises(FeatbenchError, match="unknown classifier"):
         fit_evaluate([[0.0]], [0], [[0.0]], [0], kind="knn")

@@ -23,23 +23,12 @@ from featbench.datasets.images import ImageDecodeError, read_image
 from featbench.features import create
 
 from doc_tables import check_doc_block
-from helpers import make_texture_folder
+from helpers import FAST_SPECS, make_texture_folder
 from hostile import KINDS, build_corpus, is_root, photo
 
 REPO = Path(__file__).resolve().parents[1]
 KIND_BY_NAME = {k.name: k for k in KINDS}
-FAMILY_SPECS = {  # every encoding of the local descriptors, at fast settings
-    "hog": "hog:size=32",
-    "orb-bow": "orb-bow:k=8",
-    "sift-bow": "sift-bow:k=8",
-    "sift-vlad": "sift-vlad:k=4",
-    "sift-dense-bow-spm": "sift-dense-bow-spm:k=8,step=8",
-    "sift-dense-vlad": "sift-dense-vlad:k=4,step=8",
-    "sift-dense-fv": "sift-dense-fv:k=4,pca=16,step=8",
-    "surf-bow": "surf-bow:k=8",
-    "surf-dense-bow": "surf-dense-bow:k=8,step=8",
-    "cnn": "cnn:tf_efficientnet_lite0",
-}
+FAMILY_SPECS = FAST_SPECS  # every encoding of the local descriptors, HOG and the CNN, at fast settings
 
 
 @pytest.fixture(scope="module")

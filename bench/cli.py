@@ -157,6 +157,9 @@ def run(
     threads: Optional[int] = typer.Option(None, min=1, help="Torch intra-op threads."),
     verify: bool = typer.Option(False, help="Check every image's sha256 against MANIFEST.tsv first."),
     report: bool = typer.Option(True, help="Write report.md / report.html at the end."),
+    executor: Optional[str] = typer.Option(None, help="Where extraction runs: local (default) or ray."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster to use with --executor ray (HOST:PORT or 'auto'; default: start one on this machine)."),
+    ray_workers: Optional[int] = typer.Option(None, help="Ray actors per extractor (default: one per GPU for CNNs where the cluster has GPUs, else one per CPU)."),
 ) -> None:
     """Run a suite: extract features, fit the linear classifier, write results and a report."""
     from featbench.runner import RunOptions, Runner
@@ -183,7 +186,9 @@ def run(
         s.seed = seed
     options = RunOptions(out=out, data_roots=_data_roots(data_root, s.data_root), device=device, strict=strict,
                          quiet=quiet, cache_dir=cache_dir, use_cache=not no_cache, batch_size=batch_size,
-                         num_workers=workers, threads=threads, verify=verify, report=report)
+                         num_workers=workers, threads=threads, verify=verify, report=report,
+                         executor=executor or s.executor or "local", ray_address=ray_address or s.ray_address,
+                         ray_workers=ray_workers if ray_workers is not None else s.ray_workers)
     runner = Runner(s, options, command=["featbench", *sys.argv[1:]])
     out_dir = runner.run()  # writes the report too (unless --no-report) before saying 'complete'
     typer.echo(f"results: {out_dir / 'results.csv'}" + (f"\nreport:  {out_dir / 'report.html'}" if report else ""))
@@ -242,6 +247,25 @@ def list_cmd(what: str = typer.Argument("extractors", help=f"one of: {', '.join(
         raise FeatbenchError(f"featbench list: unknown '{what}'; choose {', '.join(LISTABLE)}")
 
 
+@app.command("synth-data")
+@user_errors
+def synth_data(out: Path = typer.Argument(..., help="Folder to create (OUT/train|test/<class>/<n>.jpg + MANIFEST.tsv)."),
+               images: int = typer.Option(1000, min=1, help="Images in all (split over the classes)."),
+               classes: int = typer.Option(10, min=2, help="Number of classes."),
+               size: int = typer.Option(64, help="Side of the square images in pixels."),
+               seed: int = typer.Option(0, help="Same seed, same bytes."),
+               train_fraction: float = typer.Option(0.75, min=0.01, max=0.99, help="Share of each class in train/."),
+               quiet: bool = typer.Option(False, help="No progress bar.")) -> None:
+    """Write a seeded synthetic image dataset of any size (for measuring scale)."""
+    from tqdm.auto import tqdm
+
+    from featbench.synth import write_synthetic_dataset
+
+    with tqdm(total=images, unit="img", disable=quiet, leave=False) as bar:
+        path = write_synthetic_dataset(out, images, classes, size, seed, train_fraction, progress=bar.update)
+    typer.echo(f"wrote {images} images in {classes} classes to {path}")
+
+
 @cache_app.command("info")
 @user_errors
 def cache_info(cache_dir: Optional[str] = typer.Option(None, help="Cache folder.")) -> None:
@@ -251,11 +275,28 @@ def cache_info(cache_dir: Optional[str] = typer.Option(None, help="Cache folder.
     cache = FeatureCache(_cache_dir(cache_dir))
     typer.echo(f"cache: {cache.root}")
     total = 0
-    for ns, meta, n, size in cache.namespaces():
-        total += size
-        spec = (meta.get("extractor") or {}).get("spec", "?")
-        typer.echo(f"  {ns}  {n:7d} files {size / 1e6:9.1f} MB  {spec} {meta.get('output') or ''}")
+    for row in cache.stats():
+        total += row["bytes"]
+        meta = row["meta"]
+        spec = (meta.get("extractor") or {}).get("spec", "?") if isinstance(meta.get("extractor"), dict) else "?"
+        legacy = f" + {row['legacy_files']} per-image files (cache migrate)" if row["legacy_files"] else ""
+        orphans = f", {row['orphans']} orphan chunk(s)" if row["orphans"] else ""
+        typer.echo(f"  {row['name']}  {row['entries']:8d} images in {row['chunks']:5d} chunks{legacy}{orphans} "
+                   f"{row['bytes'] / 1e6:9.1f} MB  {spec} {meta.get('output') or ''}{meta.get('damaged') or ''}")
     typer.echo(f"total {total / 1e6:.1f} MB")
+
+
+@cache_app.command("migrate")
+@user_errors
+def cache_migrate(cache_dir: Optional[str] = typer.Option(None, help="Cache folder.")) -> None:
+    """Move per-image .npy files of the old cache layout into the chunked store."""
+    from featbench.cache import FeatureCache
+
+    cache = FeatureCache(cache_dir)
+    moved = cache.migrate()
+    typer.echo(f"migrated {moved} feature vector(s) into {cache.root}")
+    if cache.warning:
+        raise typer.Exit(1)
 
 
 @cache_app.command("clear")

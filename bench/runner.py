@@ -28,6 +28,7 @@ from featbench.datasets.images import max_pixels
 from featbench.datasets.tasks import Task, resolve_task
 from featbench.datasets.learning_curve import TrainSubsample, curve_size_of, curve_task_name
 from featbench.errors import FeatbenchError
+from featbench.executor import make_executor
 from featbench.features import Extractor, create
 from featbench.finetune import FINETUNE_KINDS, FINETUNING, finetune_evaluate
 from featbench.provenance import snapshot
@@ -49,6 +50,9 @@ class RunOptions:
     verify: bool = False
     report: bool = True  # build report.html / report.md before run.json says 'complete'
     n_jobs: int = 1
+    executor: str = "local"  # where extraction runs: local or ray (bench/executor.py)
+    ray_address: str | None = None
+    ray_workers: int | None = None
 
 
 @dataclasses.dataclass
@@ -71,6 +75,41 @@ class ExtractionStats:
         return "cache" if self.cached_img_per_s is not None else ""
 
 
+class ChunkWriter:
+    """Buffers computed rows per output and stores them as one chunk per ``chunk_rows`` rows
+    (or per ``flush_s`` seconds), and on exit, also when the run stops with an error.
+
+    A chunk is the unit of loss on a kill: a larger one means fewer files, a smaller one less
+    recomputation. ``$FEATBENCH_CHUNK_ROWS`` overrides the default.
+    """
+
+    def __init__(self, cache: FeatureCache, namespaces: dict[str, str], chunk_rows: int | None = None,
+                 flush_s: float = 30.0) -> None:
+        self.cache, self.namespaces = cache, namespaces
+        self.chunk_rows = chunk_rows or int(os.environ.get("FEATBENCH_CHUNK_ROWS") or 512)
+        self.flush_s = flush_s
+        self.pending: dict[str, dict[str, np.ndarray]] = {o: {} for o in namespaces}
+        self.last = time.monotonic()
+
+    def add(self, output: str, rows: dict[str, np.ndarray]) -> None:
+        self.pending[output].update(rows)
+        if len(self.pending[output]) >= self.chunk_rows or time.monotonic() - self.last > self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        for o, rows in self.pending.items():
+            if rows:
+                self.cache.put_many(self.namespaces[o], rows)
+            self.pending[o] = {}
+        self.last = time.monotonic()
+
+    def __enter__(self) -> "ChunkWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
+
+
 def default_data_roots() -> list[str]:
     roots = [r for r in os.environ.get("FEATBENCH_DATA", "").split(os.pathsep) if r]
     for candidate in ("../shared/datasets", "~/featbench-data"):
@@ -90,6 +129,7 @@ class Runner:
         self.suite = suite
         self.opt = options
         self.cache = FeatureCache(options.cache_dir, enabled=options.use_cache)
+        self.executor = make_executor(options.executor, options.ray_address, options.ray_workers, options.device)
         self.out = Path(options.out)
         self.failures: dict[str, dict[str, str]] = {}  # uid -> {relpath, reason}
         self.rows: list[dict[str, Any]] = []
@@ -139,41 +179,36 @@ class Runner:
     # -- extraction with the cache ---------------------------------------------------------
     def extract(self, extractor: Extractor, records: Sequence[ImageRecord], desc: str
                 ) -> tuple[dict[str, dict[str, np.ndarray]], ExtractionStats]:
-        """Features of every record for every output, from the cache or computed and cached."""
+        """Features of every record for every output, from the cache or computed (by the
+        executor, wherever it runs) and stored in chunks as they arrive."""
         outputs = extractor.outputs
         namespaces = {o: extractor.cache_key(o) for o in outputs}
         for o, ns in namespaces.items():
             self.cache.write_meta(ns, {"extractor": extractor.describe(), "output": o,
                                        "fit_key": extractor.fit_key})
         unique = {r.uid: r for r in records if r.uid not in self.failures}
-        feats: dict[str, dict[str, np.ndarray]] = {o: {} for o in outputs}
-        missing = []
-        for uid, rec in unique.items():
-            cached = {o: self.cache.get(ns, uid) for o, ns in namespaces.items()}
-            if all(v is not None for v in cached.values()):
-                for o, v in cached.items():
-                    feats[o][uid] = v
-            else:
-                missing.append(rec)
+        feats = {o: self.cache.get_many(ns, unique) for o, ns in namespaces.items()}
+        missing = [rec for uid, rec in unique.items() if not all(uid in feats[o] for o in outputs)]
         speed_ns = namespaces[outputs[0]]
         stats = ExtractionStats(n_images=len(unique), n_computed=0,
                                 cached_img_per_s=self.cache.recorded_speed(speed_ns))
         if not missing:
             return feats, stats
-        with _progress(len(missing), desc, self.opt.quiet) as bar:
+        writer = ChunkWriter(self.cache, namespaces)
+        with _progress(len(missing), desc, self.opt.quiet) as bar, writer:
             start = time.perf_counter()
-            for indices, outs, errors in extractor.iter_batches(missing, max(1, self.opt.batch_size)):
+            for indices, outs, errors in self.executor.batches(extractor, missing, max(1, self.opt.batch_size)):
                 stats.seconds += time.perf_counter() - start
-                for j, i in enumerate(indices):
-                    for o, array in outs.items():
-                        self.cache.put(namespaces[o], missing[i].uid, array[j])
-                        feats[o][missing[i].uid] = array[j]
+                for o, array in outs.items():
+                    rows = {missing[i].uid: array[j] for j, i in enumerate(indices)}
+                    feats[o].update(rows)
+                    writer.add(o, rows)
                 stats.n_computed += len(indices)
                 for i, reason in errors.items():
                     rec = missing[i]
                     self.failures[rec.uid] = {"relpath": rec.relpath, "path": rec.path or "", "reason": reason}
                 bar.update(len(indices) + len(errors))
-                if errors and self.opt.strict:  # the good images of this batch are cached first
+                if errors and self.opt.strict:  # the good images of this batch are stored first
                     raise FeatbenchError(f"bad image (--strict): {next(iter(errors.values()))}")
                 start = time.perf_counter()
         self.cache.record_speed(speed_ns, stats.n_computed, stats.seconds, self._device(extractor))
@@ -347,7 +382,8 @@ class Runner:
                     tasks=self.task_info, extractors=self.extractor_info,
                     skipped_images=sorted(self.failures.values(), key=lambda f: f["relpath"]),
                     dropped_files=self.dropped_files(),
-                    cache={"hits": self.cache.hits, "misses": self.cache.misses},
+                    cache={"hits": self.cache.hits, "misses": self.cache.misses, "warning": self.cache.warning},
+                    executor=self.executor.describe(),
                     outputs=run_folder.outputs_now(self.out, self._foreign))
         if reason is not None:
             meta["status_reason"] = reason
@@ -373,6 +409,8 @@ class Runner:
                 with contextlib.suppress(Exception):  # the disk may be what failed
                     self.write_run_json("failed", reason=run_folder.failure_reason(exc))
                 raise
+            finally:
+                self.executor.close()
             self.write_run_json("complete")
         return self.out
 

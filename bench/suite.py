@@ -8,6 +8,9 @@ A suite file looks like::
     trials = 1                       # default per task; fixed splits always run once
     extractors = ["hog", "cnn:tf_efficientnet_lite0"]
     classifiers = ["logreg"]
+    executor = "ray"                 # optional: where extraction runs, local (default) or ray;
+    ray_address = "10.0.0.1:6379"    #   the command line's --executor/--ray-address/--ray-workers
+    ray_workers = 8                  #   win over these
 
     [[tasks]]
     name = "caltech101_mini"          # or a plain list: tasks = ["caltech101_mini", ...]
@@ -41,7 +44,8 @@ from featbench.datasets.learning_curve import curve_sizes
 from featbench.errors import FeatbenchError
 
 DEFAULT_SUITE = "default"
-SUITE_KEYS = {"name", "description", "seed", "trials", "extractors", "classifiers", "tasks", "data_root"}
+SUITE_KEYS = {"name", "description", "seed", "trials", "extractors", "classifiers", "tasks", "data_root",
+              "executor", "ray_address", "ray_workers"}
 TASK_KEYS = {"name", "protocol", "protocol_options", "methods", "trials", "family", "train_per_class"}
 
 
@@ -69,6 +73,9 @@ class Suite:
     description: str = ""
     data_root: str | None = None
     path: str | None = None
+    executor: str | None = None
+    ray_address: str | None = None
+    ray_workers: int | None = None
 
 
 def shipped_suites() -> dict[str, Path]:
@@ -115,7 +122,15 @@ def parse_suite(data: dict[str, Any], where: str) -> Suite:
         raise FeatbenchError(f"{where}: 'seed' must be an integer")
     if trials is not None and (not isinstance(trials, int) or trials < 1):
         raise FeatbenchError(f"{where}: 'trials' must be a positive integer")
-    return Suite(name=str(data.get("name", "suite")), tasks=tasks,
+    executor, address, workers = data.get("executor"), data.get("ray_address"), data.get("ray_workers")
+    if executor is not None and executor not in ("local", "ray"):
+        raise FeatbenchError(f"{where}: 'executor' must be \"local\" or \"ray\"")
+    if address is not None and not isinstance(address, str):
+        raise FeatbenchError(f"{where}: 'ray_address' must be a string (HOST:PORT or auto)")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise FeatbenchError(f"{where}: 'ray_workers' must be a positive integer")
+    return Suite(name=str(data.get("name", "suite")), tasks=tasks, executor=executor, ray_address=address,
+                 ray_workers=workers,
                  extractors=_check_list(data["extractors"], "extractors", where),
                  classifiers=_check_list(data.get("classifiers", ["logreg"]), "classifiers", where),
                  trials=trials, seed=seed, description=str(data.get("description", "")),

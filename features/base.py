@@ -42,6 +42,10 @@ from featbench.registry import Registry, first_line
 
 ENTRY_POINT_GROUP = "featbench.extractors"
 
+#: What ``iter_batches`` (and every executor) yields per batch: item indices done, their
+#: features ``{output: float32 [len(indices), d]}``, and ``{index: reason}`` for items that failed.
+Batch = tuple[list[int], dict[str, np.ndarray], dict[int, str]]
+
 
 def as_image(item: Any) -> np.ndarray:
     """Pixels of an item handed to ``transform``: an RGB uint8 array, or a record with ``load()``."""

@@ -91,6 +91,17 @@ class LocalEncodingExtractor(Extractor):
     def new_encoder(self):
         raise NotImplementedError
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What travels to another process (a Ray worker): parameters and the fitted encoder,
+        not the descriptor memo (process-local, holds a lock, up to ``memo_bytes``)."""
+        state = dict(self.__dict__)
+        state["_memo"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._memo = DescriptorMemo(0)
+
     def configure_runtime(self, device: str = "cpu", batch_size: int | None = None,
                           num_workers: int | None = None, threads: int | None = None) -> None:
         super().configure_runtime(device, batch_size, num_workers, threads)

@@ -140,6 +140,13 @@ class CNN(Extractor):
         self._network: _Network | None = None
         self.configure_runtime()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What travels to another process (a Ray worker): parameters and resolved weights
+        provenance, not the built network, which each process builds once from the weights."""
+        state = dict(self.__dict__)
+        state["_network"] = None
+        return state
+
     # -- identity ----------------------------------------------------------------------------
     @cached_property
     def source(self) -> str:

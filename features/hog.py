@@ -45,6 +45,13 @@ class HOG(Extractor):
             raise FeatbenchError(f"hog: size={self.size} must be a multiple of cell={self.cell} and at least "
                                  f"cell x block = {self.cell * self.block}")
 
+    def __getstate__(self) -> dict:
+        """Parameters only: OpenCV's descriptor object cannot travel to another process (a Ray
+        worker) and is rebuilt there on first use."""
+        state = dict(self.__dict__)
+        state.pop("_hog", None)
+        return state
+
     def _descriptor(self) -> cv2.HOGDescriptor:
         self.check()
         cell = (self.cell, self.cell)

@@ -33,15 +33,6 @@ def test_no_pickle_objects_are_refused(tmp_path):
         cache.put("ns", "ef" * 32, np.array([{"a": 1}], dtype=object))
 
 
-def test_damaged_file_is_a_miss_and_removed(tmp_path):
-    cache = FeatureCache(tmp_path)
-    cache.put("ns", "aa" * 32, np.ones(4, np.float32))
-    path = tmp_path / "ns" / "aa" / ("aa" * 32 + ".npy")
-    path.write_bytes(path.read_bytes()[:20])
-    assert cache.get("ns", "aa" * 32) is None
-    assert not path.exists()
-
-
 def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
     target = tmp_path / "x.npy"
     atomic_write_bytes(target, b"old")

@@ -47,6 +47,8 @@ CASES = [
     ("run --data-root DATA --tasks ds --out FILE/sub", "is not a folder"),
     ("run --data-root DATA --tasks ds --out LOCKED", "another featbench run"),
     ("run --data-root DATA --tasks ds --cache-dir FILE", "--cache-dir"),
+    ("run --data-root DATA --tasks ds --executor banana", "banana"),
+    ("run --data-root DATA --tasks ds --ray-workers 2", "ray"),
     ("run nosuch-suite", "suite not found: nosuch-suite"),
     ("run BADTOML", "malformed TOML"),
     ("run TYPOSUITE", "unknown key(s) trails"),

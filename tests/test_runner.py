@@ -106,8 +106,10 @@ def test_strict_makes_a_bad_image_fatal_but_keeps_finished_work(tmp_path):
     make_texture_folder(root / "textures", bad=True)
     with pytest.raises(FeatbenchError, match="zz_truncated.jpg"):
         _run(tmp_path, root, "out", tmp_path / "cache", strict=True, batch_size=64)
-    cached = list((tmp_path / "cache").glob("*/*/*.npy"))
-    assert len(cached) == 36  # every good image of the failing batch was cached before stopping
+    from featbench.cache import FeatureCache
+
+    [stats] = FeatureCache(tmp_path / "cache").stats()
+    assert stats["entries"] == 36  # every good image of the failing batch was cached before stopping
 
 
 def test_unknown_task_and_extractor_fail_before_any_work(tmp_path, data_root):

@@ -119,8 +119,8 @@ def invoke(case: str, places: dict[str, str], monkeypatch) -> tuple[int, str]:
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("FEATBENCH_CACHE", str(Path(places["BASE"]) / "cache"))
     monkeypatch.setenv("FEATBENCH_SPEED_HISTORY", str(Path(places["BASE"]) / "history.jsonl"))
-    if "run" in words and "--out" not in words:
-        words += ["--out", str(Path(places["BASE"]) / "out")]
+    if words[0] in ("run", "speed") and "--out" not in words:  # never the working directory
+        words += ["--out", str(Path(places["BASE"]) / words[0])]
     lock = FileLock(str(Path(places["LOCKED"]) / ".featbench.lock"))
     with lock:  # stands for another run holding that folder
         result = runner.invoke(app, words)

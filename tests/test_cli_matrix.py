@@ -120,7 +120,7 @@ def invoke(case: str, places: dict[str, str], monkeypatch) -> tuple[int, str]:
     monkeypatch.setenv("FEATBENCH_CACHE", str(Path(places["BASE"]) / "cache"))
     monkeypatch.setenv("FEATBENCH_SPEED_HISTORY", str(Path(places["BASE"]) / "history.jsonl"))
     if words[0] in ("run", "speed") and "--out" not in words:  # never the working directory
-        words += ["--out", str(Path(places["BASE"]) / words[0])]
+        words += ["--out", str(Path(places["BASE"]) / f"{words[0]}-out")]
     lock = FileLock(str(Path(places["LOCKED"]) / ".featbench.lock"))
     with lock:  # stands for another run holding that folder
         result = runner.invoke(app, words)

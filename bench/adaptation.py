@@ -60,7 +60,7 @@ DIRECT_MAX_DIM = 2048
 
 
 #: name -> method function; ``needs_target_labels`` in each entry's metadata
-METHODS: Registry[Method] = Registry("adaptation method")
+METHODS: Registry[Method] = Registry("adaptation method", entry_points="featbench.adaptation_methods")
 
 
 def method(name: str, needs_target_labels: bool = False) -> Callable[[Method], Method]:

@@ -53,7 +53,7 @@ C_GRID = tuple(float(c) for c in 10.0 ** np.arange(-4, 3))
 #: name -> estimator factory ``(C=1.0, seed=0, warm_start=False) -> scikit-learn classifier``.
 #: Registered with ``tunes_c=False`` the factory's C is ignored and no cross-validation is run
 #: (a classifier without a regularisation constant); otherwise C is chosen over ``C_GRID``.
-CLASSIFIERS: Registry[Callable[..., Any]] = Registry("classifier")
+CLASSIFIERS: Registry[Callable[..., Any]] = Registry("classifier", entry_points="featbench.classifiers")
 
 
 @CLASSIFIERS.register("logreg", summary="multinomial logistic regression (L2, lbfgs), C by cross-validation")

@@ -30,6 +30,7 @@ from featbench.datasets.learning_curve import TrainSubsample, curve_size_of, cur
 from featbench.errors import FeatbenchError
 from featbench.executor import make_executor
 from featbench.features import Extractor, create
+from featbench.features_sample import write_features_sample
 from featbench.finetune import FINETUNE_KINDS, FINETUNING, finetune_evaluate
 from featbench.provenance import snapshot
 from featbench.records import RESULT_COLUMNS, ResultRecord, json_default
@@ -263,8 +264,6 @@ class Runner:
 
     def _write_features_sample(self, task: Task, split, sample) -> None:
         """Test features of trial 0 of ``sample_task``, for the report's t-SNE figure."""
-        from featbench.reports.embedding import write_features_sample
-
         test = [r for r in split.test if all(r.uid in by_uid for *_, by_uid in sample)]
         if not test:
             return

@@ -124,7 +124,7 @@ class Protocol:
 
 
 #: protocol name -> Protocol subclass
-PROTOCOLS: Registry[type[Protocol]] = Registry("protocol")
+PROTOCOLS: Registry[type[Protocol]] = Registry("protocol", entry_points="featbench.protocols")
 
 
 def register_protocol(cls: type[Protocol]) -> type[Protocol]:

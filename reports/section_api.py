@@ -95,7 +95,9 @@ class ReportContext:
 
 Builder = Callable[[ReportContext], "Section | None"]
 #: section id -> builder; each entry's ``order`` (metadata) places it on the page
-SECTIONS: Registry[Builder] = Registry("report section")
+SECTIONS: Registry[Builder] = Registry(
+    "report section", entry_points="featbench.report_sections",
+    add_plugin=lambda name, fn: register_section(name, order=getattr(fn, "order", 100.0))(fn))
 
 
 def register_section(section_id: str, order: float = 100.0) -> Callable[[Builder], Builder]:

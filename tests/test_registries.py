@@ -90,3 +90,21 @@ def test_one_option_grammar_for_extractors_and_methods():
         assert parse_value(format_value(v)) == v
     with pytest.raises(FeatbenchError, match="adaptation method 'sa:d': option 'd' is not key=value"):
         parse_method("sa:d")
+
+
+def test_plugins_come_from_entry_points(monkeypatch):
+    """A classifier (or protocol, method, report section) can come from another package."""
+    from importlib import metadata
+
+    ep = metadata.EntryPoint(name="nearest-centroid", value="sklearn.neighbors:NearestCentroid",
+                             group="featbench.classifiers")
+    real = metadata.entry_points
+    monkeypatch.setattr(metadata, "entry_points",
+                        lambda **kw: [ep] if kw.get("group") == "featbench.classifiers" else real(**kw))
+    monkeypatch.setattr(CLASSIFIERS, "_loaded", False)
+    monkeypatch.setattr(CLASSIFIERS, "_entries", dict(CLASSIFIERS._entries))
+    assert "nearest-centroid" in CLASSIFIERS.names()
+    from sklearn.neighbors import NearestCentroid
+
+    assert CLASSIFIERS.get("nearest-centroid") is NearestCentroid
+    assert {"logreg", "svm"} <= set(CLASSIFIERS.names())

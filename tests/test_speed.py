@@ -223,10 +223,6 @@ def test_device_all_without_cuda_says_cuda_is_skipped(tmp_path):
 
 def test_learned_extractor_is_fitted_outside_the_timing(tmp_path):
     """A cheap codebook extractor: fitted first, fit time reported, every mode measured."""
-    from featbench.features import available
-
-    if "orb-bow" not in available():
-        pytest.skip("orb-bow is not registered")
     code = speed_command(extractors="orb-bow:k=8", out=tmp_path, history=tmp_path / "h.jsonl",
                          **dict(TINY, batch_sizes="2"))
     assert code == 0

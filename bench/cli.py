@@ -1,7 +1,10 @@
 """The ``featbench`` command line (typer).
 
-Every user error (missing data root, unknown task or extractor, malformed suite) is printed
-as one line naming the problem and exits with code 2, with no traceback.
+Every user error (missing data root, unknown task or extractor, malformed suite, an option
+with a wrong value, an output that cannot be written) is printed as one line naming the
+problem and exits with code 2, with no traceback. Ctrl-C exits 130 and SIGTERM 143, each with
+one line (run.json then says ``failed`` with the reason). Anything else is a bug in featbench:
+its traceback is shown, followed by a line asking to report it.
 """
 from __future__ import annotations
 
@@ -9,14 +12,51 @@ import functools
 import importlib
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable, List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from featbench.errors import FeatbenchError
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+#: click's base of usage errors (typer >= 0.20 vendors click, so take it from typer's own class)
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+BUG_LINE = ("featbench: this is a bug in featbench, not a problem with your input: please report it "
+            "(the command line and the traceback above) to the featbench maintainers")
+
+
+class OneLineErrors(TyperGroup):
+    """The root command: a usage error (unknown option, a value of the wrong type or range) is one
+    line and exit 2, instead of click's usage block; an unexpected exception shows its traceback
+    and :data:`BUG_LINE`."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except ClickException as exc:
+            sub = exc.ctx.command_path.split(" ", 1)[1:] if getattr(exc, "ctx", None) else []
+            where = " (see 'featbench " + "".join(w + " " for w in sub) + "--help')"
+            message = "; ".join(l.strip() for l in exc.format_message().splitlines() if l.strip())
+            typer.echo(f"featbench: error: {message}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("featbench: aborted", err=True)
+            sys.exit(1)
+        except Exception:
+            traceback.print_exc()
+            typer.echo(BUG_LINE, err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Benchmark ImageNet CNN layer features against classical descriptors.")
 cache_app = typer.Typer(help="Inspect or clear the feature cache.", pretty_exceptions_enable=False)
 app.add_typer(cache_app, name="cache")
@@ -29,6 +69,11 @@ app.add_typer(published_app, name="published")
 
 
 def user_errors(fn: Callable) -> Callable:
+    """FeatbenchError -> one line, exit 2; a write the disk refused -> one line, exit 2; Ctrl-C -> 130;
+    SIGTERM -> 143."""
+    from featbench.atomic import WRITE_ERRNOS, write_failure
+    from featbench.run_folder import TerminatedBySignal
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -36,11 +81,47 @@ def user_errors(fn: Callable) -> Callable:
         except FeatbenchError as exc:
             typer.echo(f"featbench: error: {exc}", err=True)
             raise typer.Exit(2)
+        except OSError as exc:  # the disk refused a write (full, size limit, read-only): not a bug
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            typer.echo(f"featbench: error: {write_failure(exc.filename or 'an output file', exc)}", err=True)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            typer.echo("featbench: interrupted", err=True)
+            raise typer.Exit(130)
+        except TerminatedBySignal:
+            typer.echo("featbench: terminated (SIGTERM)", err=True)
+            raise typer.Exit(143)
     return wrapper
 
 
 def _split(value: Optional[str]) -> Optional[list[str]]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _nonempty(option: str, values: Optional[list[str]], what: str) -> Optional[list[str]]:
+    """A list option that was given must name something (``--tasks ,`` names nothing)."""
+    if values is not None and not values:
+        raise FeatbenchError(f"{option}: no {what} named")
+    return values
+
+
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+
+
+def _check_device(value: str, extra: str = "") -> str:
+    import re
+
+    if not re.fullmatch(DEVICE_PATTERN + (f"|{extra}" if extra else ""), value):
+        raise FeatbenchError(f"--device: '{value}' is not a device; use auto, cpu, cuda or cuda:N"
+                             + (f" or {extra}" if extra else ""))
+    return value
+
+
+def _cache_dir(value: Optional[str]) -> Optional[str]:
+    if value and Path(value).expanduser().exists() and not Path(value).expanduser().is_dir():
+        raise FeatbenchError(f"--cache-dir {value}: exists and is not a folder")
+    return value
 
 
 def _data_roots(value: Optional[str], suite_root: Optional[str]) -> list[str]:
@@ -87,16 +168,19 @@ def run(
     from featbench.runner import RunOptions, Runner
     from featbench.suite import TaskSpec, load_suite
 
+    _check_device(device)
+    _cache_dir(cache_dir)
     s = load_suite(suite)
-    if tasks:
+    if tasks is not None:
+        _nonempty("--tasks", _split(tasks) or [], "task")
         known = {t.name: t for t in s.tasks}
         s.tasks = [known.get(name, TaskSpec(name=name)) for name in _split(tasks)]
-    if extractors:
+    if extractors is not None:
         from featbench.features.base import split_specs
 
-        s.extractors = split_specs(extractors)
-    if classifiers:
-        s.classifiers = _split(classifiers)
+        s.extractors = _nonempty("--extractors", split_specs(extractors), "extractor")
+    if classifiers is not None:
+        s.classifiers = _nonempty("--classifiers", _split(classifiers) or [], "classifier")
     if trials:
         s.trials = trials
         for t in s.tasks:
@@ -105,16 +189,12 @@ def run(
         s.seed = seed
     options = RunOptions(out=out, data_roots=_data_roots(data_root, s.data_root), device=device, strict=strict,
                          quiet=quiet, cache_dir=cache_dir, use_cache=not no_cache, batch_size=batch_size,
-                         num_workers=workers, threads=threads, verify=verify,
+                         num_workers=workers, threads=threads, verify=verify, report=report,
                          solver=solver, tol=tol, max_iter=max_iter,
                          executor=executor or s.executor or "local", ray_address=ray_address or s.ray_address,
                          ray_workers=ray_workers if ray_workers is not None else s.ray_workers)
     runner = Runner(s, options, command=["featbench", *sys.argv[1:]])
-    out_dir = runner.run()
-    if report:
-        from featbench.reports import build_report
-
-        build_report([out_dir], out_dir)
+    out_dir = runner.run()  # writes the report too (unless --no-report) before saying 'complete'
     typer.echo(f"results: {out_dir / 'results.csv'}" + (f"\nreport:  {out_dir / 'report.html'}" if report else ""))
 
 
@@ -126,7 +206,12 @@ def report_cmd(
 ) -> None:
     """Build one report from one or more runs (e.g. a CPU run and a GPU run)."""
     from featbench.reports import build_report
+    from featbench.run_folder import prepare_out_dir
 
+    for d in run_dirs:
+        if not d.is_dir():
+            raise FeatbenchError(f"{d}: no such run folder")
+    prepare_out_dir(out)
     path = build_report(run_dirs, out)
     typer.echo(f"report: {path}")
 
@@ -191,7 +276,7 @@ def cache_info(cache_dir: Optional[str] = typer.Option(None, help="Cache folder.
     """Where the cache is and what it holds."""
     from featbench.cache import FeatureCache
 
-    cache = FeatureCache(cache_dir)
+    cache = FeatureCache(_cache_dir(cache_dir))
     typer.echo(f"cache: {cache.root}")
     total = 0
     for row in cache.stats():
@@ -224,7 +309,7 @@ def cache_clear(cache_dir: Optional[str] = typer.Option(None, help="Cache folder
     """Delete every cached feature."""
     from featbench.cache import FeatureCache
 
-    cache = FeatureCache(cache_dir)
+    cache = FeatureCache(_cache_dir(cache_dir))
     cache.clear()
     typer.echo(f"cleared {cache.root}")
 
@@ -254,8 +339,17 @@ def speed_cmd(
     quiet: bool = typer.Option(False, help="Print only the final table."),
 ) -> None:
     """Time extractors: images/s, per-image latency, stage breakdown; compare with earlier runs."""
+    from featbench.run_folder import check_out_dir
     from featbench.speed import speed_command
 
+    _check_device(device, extra="all")
+    check_out_dir(out)
+    if extractors:  # every spec parses and names a registered extractor, before anything is timed
+        from featbench.features import create
+        from featbench.features.base import split_specs
+
+        for spec in _nonempty("--extractors", split_specs(extractors), "extractor"):
+            create(spec)
     code = speed_command(extractors=extractors, device=device, batch_sizes=batch_sizes, images=images, out=out,
                          repeats=repeats, warmup=warmup, data_root=data_root, dataset=dataset, synthetic=synthetic,
                          compare=compare, threshold=threshold, history=history, record=record,
@@ -318,6 +412,9 @@ def results_render(corpus: Path = typer.Option(Path("results"), help="Corpus fol
                    check: bool = typer.Option(False, help="Exit 1 if OUT differs from a fresh rendering.")) -> None:
     """Regenerate RESULTS.md from the corpus (or check that it is in step)."""
     from featbench.reports.corpus import cli_render
+
+    if not corpus.is_dir():
+        raise FeatbenchError(f"--corpus {corpus}: no such folder")
 
     code, msg = cli_render(corpus, out, check)
     typer.echo(msg, err=bool(code))

@@ -27,6 +27,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from featbench.atomic import atomic_write_bytes, atomic_write_text, npy_bytes
+
 SAMPLE_DIR = "features-sample"
 MAX_POINTS = 500
 MAX_DIM = 64
@@ -77,13 +79,13 @@ def write_features_sample(run_dir: Path, task: str, classes: Sequence[str], labe
             X = reduce_features(X, MAX_DIM, seed)
             item["preprocessed"] = f"l2-pca{X.shape[1]}"
         name = f"{i:02d}-{_safe(spec)}{'-' + _safe(layer) if layer else ''}.npy"
-        np.save(out / name, np.ascontiguousarray(X, dtype=np.float32), allow_pickle=False)
+        atomic_write_bytes(out / name, npy_bytes(X))  # a failed write leaves no truncated .npy
         items.append(dict(item, file=name))
     meta: dict[str, Any] = {"format": 1, "task": task, "split": split, "trial": trial, "classes": list(classes),
                             "labels": labels[keep].tolist(), "features": items}
     if uids is not None:
         meta["uids"] = [uids[i] for i in keep]
-    (out / "sample.json").write_text(json.dumps(meta, indent=1))
+    atomic_write_text(out / "sample.json", json.dumps(meta, indent=1))  # last: its presence means the rest is whole
     return out
 
 

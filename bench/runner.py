@@ -7,10 +7,10 @@ moment it is scored, and ``run.json`` is rewritten after every task. A bad image
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,9 +19,12 @@ import numpy as np
 
 import featbench
 from featbench import adaptation
-from featbench.cache import FeatureCache, atomic_write_bytes
+from featbench import run_folder
+from featbench.atomic import append_line, atomic_write_bytes, atomic_write_with
+from featbench.cache import FeatureCache
 from featbench.classifier import CLASSIFIERS, SOLVERS, fit_evaluate
 from featbench.datasets.folder import ImageRecord
+from featbench.datasets.images import max_pixels
 from featbench.datasets.tasks import Task, resolve_task
 from featbench.datasets.learning_curve import TrainSubsample, curve_size_of, curve_task_name
 from featbench.errors import FeatbenchError
@@ -47,6 +50,7 @@ class RunOptions:
     num_workers: int | None = None
     threads: int | None = None
     verify: bool = False
+    report: bool = True  # build report.html / report.md before run.json says 'complete'
     n_jobs: int = 1
     solver: str = "sklearn"
     tol: float | None = None  # None: the solver's default
@@ -145,9 +149,11 @@ class Runner:
         # test images, what each extractor sees of them, probes and failures, for the report's galleries
         linear = next((c for c in suite.classifiers if c in CLASSIFIERS), "logreg")
         self.gallery = GalleryKeeper(self.out, suite.seed, linear)
+        self._foreign: set[str] = set()  # entries of --out that are not this run's outputs
 
     # -- setup: every input problem is reported before any work starts ---------------------
     def resolve(self) -> tuple[list[tuple[Task, list[str]]], list[Extractor]]:
+        max_pixels()  # a bad $FEATBENCH_MAX_PIXELS is reported now, not image by image
         if self.opt.solver not in SOLVERS:
             raise FeatbenchError(f"unknown solver '{self.opt.solver}'; known: {', '.join(SOLVERS)}")
         for clf in self.suite.classifiers:
@@ -163,6 +169,7 @@ class Runner:
                     adaptation.check(m, has_target_labels=task.protocol.gives_target_labels)
                 except FeatbenchError as exc:
                     raise FeatbenchError(f"task '{spec.name}': {exc}") from None
+            check_classes(task, self.suite.seed)
             if spec.train_per_class:
                 for n in spec.train_per_class:
                     trials = spec.trials or self.suite.trials or task.protocol.default_trials
@@ -170,6 +177,8 @@ class Runner:
                                                       protocol=TrainSubsample(task.protocol, n)), spec.methods))
             else:
                 tasks.append((task, spec.methods))
+        for task, _ in tasks:
+            self.task_info[task.name] = {"dropped_files": list(getattr(task.dataset, "dropped", []))}
         extractors = [create(s) for s in self.suite.extractors]
         for ex in extractors:
             ex.check()
@@ -232,6 +241,7 @@ class Runner:
         splits = [task.split(t, seed) for t in range(task.trials)]
         everything = {r.uid: r for s in splits for r in (*s.train, *s.test, *s.target_train)}
         self.task_info[task.name] = {
+            **self.task_info.get(task.name, {}),
             "dataset": task.dataset.summary(), "protocol": task.protocol.describe(), "trials": task.trials,
             "family": task.family, "methods": methods, "protocol_source": task.protocol_source,
             "dataset_info": task.dataset.info.as_dict(),
@@ -379,36 +389,57 @@ class Runner:
 
     def _append_row(self, row, task, split, y_pred, y_true, classes, test_recs=()) -> None:
         self.rows.append(row)
-        with open(self.out / "results.jsonl", "a") as fh:
-            fh.write(json.dumps(row, default=json_default) + "\n")
+        append_line(self.out / "results.jsonl", json.dumps(row, default=json_default))
         # predictions, for confusion matrices in the report (one file per run, appended)
-        with open(self.out / "predictions.jsonl", "a") as fh:
-            fh.write(json.dumps({"task": row["task"], "trial": row["trial"], "extractor": row["extractor"],
-                                 "layer": row["layer"], "method": row["method"], "classifier": row["classifier"],
-                                 "classes": classes, "y_true": y_true.tolist(), "y_pred": y_pred.tolist(),
-                                 # added (additive): the test image behind each y_true / y_pred entry
-                                 "uids": [r.uid for r in test_recs], "relpaths": [r.relpath for r in test_recs]})
-                     + "\n")
+        append_line(self.out / "predictions.jsonl", json.dumps(
+            {"task": row["task"], "trial": row["trial"], "extractor": row["extractor"], "layer": row["layer"],
+             "method": row["method"], "classifier": row["classifier"], "classes": classes,
+             "y_true": y_true.tolist(), "y_pred": y_pred.tolist(),
+             # added (additive): the test image behind each y_true / y_pred entry
+             "uids": [r.uid for r in test_recs], "relpaths": [r.relpath for r in test_recs]}))
 
     # -- the whole run -------------------------------------------------------------------------
-    def write_run_json(self, status: str) -> None:
+    def write_run_json(self, status: str, reason: str | None = None) -> None:
         meta = dict(self.meta, run_id=self.run_id, status=status, timings_s=self.timings,
                     tasks=self.task_info, extractors=self.extractor_info,
                     skipped_images=sorted(self.failures.values(), key=lambda f: f["relpath"]),
+                    dropped_files=self.dropped_files(),
                     cache={"hits": self.cache.hits, "misses": self.cache.misses, "warning": self.cache.warning},
-                    executor=self.executor.describe())
+                    executor=self.executor.describe(),
+                    outputs=run_folder.outputs_now(self.out, self._foreign))
+        if reason is not None:
+            meta["status_reason"] = reason
         atomic_write_bytes(self.out / "run.json", json.dumps(meta, indent=2, default=json_default).encode())
 
+    def dropped_files(self) -> list[dict[str, str]]:
+        """Entries named like images that the dataset listings left out, with the reason."""
+        return sorted(({"task": t, **d} for t, info in self.task_info.items() for d in info.get("dropped_files", [])),
+                      key=lambda d: (d["task"], d["relpath"]))
+
     def run(self, on_task_done: Callable[[str], None] | None = None) -> Path:
-        start = time.perf_counter()
+        """Check --out, lock it, resolve every input, then run; run.json says how it ended."""
+        run_folder.check_out_dir(self.out)
         tasks, extractors = self.resolve()
+        run_folder.prepare_out_dir(self.out)
+        with run_folder.locked(self.out):
+            self._foreign = run_folder.clear_earlier_outputs(self.out)
+            self.gallery.reset()
+            self.write_run_json("running")
+            try:
+                with run_folder.sigterm_unwinds():
+                    self._run(tasks, extractors, on_task_done)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):  # the disk may be what failed
+                    self.write_run_json("failed", reason=run_folder.failure_reason(exc))
+                raise
+            finally:
+                self.executor.close()
+            self.write_run_json("complete")
+        return self.out
+
+    def _run(self, tasks, extractors, on_task_done) -> None:
+        start = time.perf_counter()
         self.sample_task = embedding_task([t for t, _ in tasks])
-        self.out.mkdir(parents=True, exist_ok=True)
-        for name in ("results.jsonl", "predictions.jsonl"):
-            (self.out / name).unlink(missing_ok=True)
-        shutil.rmtree(self.out / "features-sample", ignore_errors=True)
-        self.gallery.reset()
-        self.write_run_json("running")
         for task, methods in tasks:
             t0 = time.perf_counter()
             if not self.opt.quiet:
@@ -421,10 +452,12 @@ class Runner:
         for ex in extractors:
             self.extractor_info[ex.spec] = ex.describe()
         self.timings["total"] = round(time.perf_counter() - start, 2)
-        self.executor.close()
         write_tables(self.out, self.rows)
-        self.write_run_json("complete")
-        return self.out
+        if self.opt.report:
+            from featbench.reports import build_report
+
+            self.write_run_json("reporting")
+            build_report([self.out], self.out)
 
 
 def embedding_task(tasks: Sequence[Task]) -> str | None:
@@ -432,6 +465,18 @@ def embedding_task(tasks: Sequence[Task]) -> str | None:
     classes (first in suite order on ties), since a 2-D map of 100 classes shows no readable clusters."""
     plain = [t for t in tasks if t.source is None]
     return min(plain, key=lambda t: len(t.dataset.classes)).name if plain else None
+
+
+def check_classes(task: Task, seed: int) -> None:
+    """Refuse, before any work, a task whose training images hold fewer than two classes."""
+    if len(task.dataset.classes) < 2:
+        raise FeatbenchError(f"task '{task.name}': the dataset has {len(task.dataset.classes)} class(es) "
+                             f"({', '.join(task.dataset.classes) or 'none'}); a classifier needs at least two")
+    split = task.split(0, seed)
+    train = {r.label for r in (*split.train, *split.target_train)}
+    if len(train) < 2:
+        raise FeatbenchError(f"task '{task.name}': its training images hold only {len(train)} class(es) "
+                             f"({', '.join(sorted(train)) or 'none'}); a classifier needs at least two")
 
 
 def weights_source(describe: dict[str, Any]) -> str:
@@ -444,5 +489,5 @@ def write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
     import pandas as pd
 
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    df.to_csv(out / "results.csv", index=False)
-    df.to_parquet(out / "results.parquet", index=False)
+    atomic_write_with(out / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
+    atomic_write_with(out / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import hashlib
 import os
+import stat
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable
@@ -53,6 +55,9 @@ class Dataset:
     #: sha256 over (relpath, uid) of every record: the dataset identity stored with each result.
     identity: str = ""
     source: str = ""  # "manifest", "imagefolder" or "builtin"
+    #: entries named like images that were left out when listing, ``{"relpath", "reason"}`` each
+    #: (a folder named ``x.jpg``, a symlink loop, a FIFO); run.json and the report list them.
+    dropped: list[dict[str, str]] = dataclasses.field(default_factory=list)
     #: family, default protocol, headline metric, layout, anchors key (looked up by name when not given)
     info: DatasetInfo | None = None
 
@@ -133,28 +138,122 @@ def read_manifest_dataset(root: Path, name: str, verify: bool = False) -> Datase
     return Dataset(name=name, records=records, root=str(root), source="manifest")
 
 
+def printable(name: str) -> str:
+    """``name`` with bytes that are not UTF-8 (kept by Python as surrogates) shown as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _entry_problem(p: Path) -> str | None:
+    """Why an entry named like an image is not an image file, or None for a regular file."""
+    try:
+        mode = p.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        if p.is_symlink():
+            return "broken symlink"
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    return {True: "a folder named like an image"}.get(stat.S_ISDIR(mode)) or \
+        ("a FIFO, not an image file" if stat.S_ISFIFO(mode) else "not a regular file (socket or device)")
+
+
+class Listing:
+    """What listing a dataset folder found: image files, entries left out (with the reason) and
+    the problems that stop a run before any work (names that are not UTF-8, empty class folders)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dropped: list[dict[str, str]] = []
+        self.bad_names: list[str] = []
+        self.empty_classes: list[str] = []
+
+    def rel(self, p: Path) -> str:
+        return p.relative_to(self.root).as_posix()
+
+    @staticmethod
+    def entries(folder: Path) -> list[Path]:
+        try:
+            return sorted(folder.iterdir())
+        except OSError as exc:
+            raise FeatbenchError(f"{printable(str(folder))}: cannot list folder ({exc.strerror or exc})") from None
+
+    def image_files(self, folder: Path) -> list[Path]:
+        files = []
+        for p in self.entries(folder):
+            if p.name.startswith(".") or p.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if not _is_utf8(p.name):
+                self.bad_names.append(printable(self.rel(p)))
+                continue
+            problem = _entry_problem(p)
+            if problem:
+                self.dropped.append({"relpath": self.rel(p), "reason": problem})
+            else:
+                files.append(p)
+        return files
+
+    def check(self) -> None:
+        """Raise the one-line error for names that cannot be encoded and for empty class folders."""
+        if self.bad_names:
+            shown = ", ".join(self.bad_names[:3]) + (f" (+{len(self.bad_names) - 3} more)" if len(self.bad_names) > 3 else "")
+            raise FeatbenchError(f"{printable(str(self.root))}: {len(self.bad_names)} file or folder name(s) are not "
+                                 f"valid UTF-8: {shown}; rename them (e.g. convmv -f latin1 -t utf8)")
+        if self.empty_classes:
+            shown = ", ".join(self.empty_classes[:5]) + (f" (+{len(self.empty_classes) - 5} more)"
+                                                         if len(self.empty_classes) > 5 else "")
+            raise FeatbenchError(f"{self.root}: {len(self.empty_classes)} empty class folder(s) with no image file: "
+                                 f"{shown}; add images or remove the folder(s)")
+
+
 def _image_files(folder: Path) -> Iterable[Path]:
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
-            yield p
+    """Regular image files in ``folder`` (what :class:`Listing` keeps; nothing recorded)."""
+    return Listing(folder).image_files(folder)
 
 
 def read_image_folder(root: Path, name: str) -> Dataset:
-    """Read ``root/<group>/<class>/<file>`` or, with no group level, ``root/<class>/<file>`` (group 'all')."""
-    subdirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    """Read ``root/<group>/<class>/<file>`` or, with no group level, ``root/<class>/<file>`` (group 'all').
+
+    Entries named like images that are not image files are dropped and recorded in
+    ``Dataset.dropped``; names that are not UTF-8 and empty class folders are an error.
+    """
+    listing = Listing(root)
+    subdirs = [d for d in listing.entries(root) if d.is_dir() and not d.name.startswith(".")]
     if not subdirs:
         raise FeatbenchError(f"{root}: no class or split folders inside")
-    two_level = all(any(c.is_dir() for c in d.iterdir()) and not any(_image_files(d)) for d in subdirs)
+    bad_dirs = [printable(listing.rel(d)) for d in subdirs if not _is_utf8(d.name)]
+    two_level = all(any(c.is_dir() for c in listing.entries(d)) and not any(_image_files(d)) for d in subdirs)
     records = []
     for top in subdirs:
-        class_dirs = [(top.name, c) for c in sorted(top.iterdir()) if c.is_dir()] if two_level else [("all", top)]
+        class_dirs = [(top.name, c) for c in listing.entries(top) if c.is_dir() and not c.name.startswith(".")
+                      ] if two_level else [("all", top)]
+        bad_dirs += [printable(listing.rel(c)) for _, c in class_dirs if two_level and not _is_utf8(c.name)]
         for group, class_dir in class_dirs:
-            for f in _image_files(class_dir):
-                records.append(ImageRecord(uid=sha256_file(f), label=class_dir.name, group=group,
-                                           relpath=str(f.relative_to(root)), path=str(f)))
+            files = listing.image_files(class_dir)
+            if not files:
+                listing.empty_classes.append(printable(listing.rel(class_dir)))
+            for f in files:
+                try:
+                    uid = sha256_file(f)
+                except OSError as exc:  # unreadable (permissions), or gone since listing
+                    listing.dropped.append({"relpath": listing.rel(f), "reason": f"cannot be read ({exc.strerror or exc})"})
+                    continue
+                records.append(ImageRecord(uid=uid, label=class_dir.name, group=group,
+                                           relpath=listing.rel(f), path=str(f)))
+    listing.bad_names = bad_dirs + listing.bad_names
+    listing.check()
     if not records:
         raise FeatbenchError(f"{root}: no images found (extensions: {', '.join(IMAGE_EXTENSIONS)})")
-    return Dataset(name=name, records=records, root=str(root), source="imagefolder")
+    return Dataset(name=name, records=records, root=str(root), source="imagefolder", dropped=listing.dropped)
 
 
 def read_dataset(root: str | os.PathLike, name: str | None = None, verify: bool = False) -> Dataset:

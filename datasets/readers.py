@@ -87,7 +87,10 @@ def hash_files(paths: Sequence[Path], workers: int = 8) -> list[str]:
 
 def _records(items: list[tuple[Path, str, str]], root: Path) -> list[ImageRecord]:
     """(path, label, group) -> records with sha256 uids and relpaths relative to ``root``."""
-    uids = hash_files([p for p, _, _ in items])
+    try:
+        uids = hash_files([p for p, _, _ in items])
+    except OSError as exc:  # unreadable (permissions), a FIFO would block: not an image file
+        raise FeatbenchError(f"{exc.filename or root}: cannot be read ({exc.strerror or exc})") from None
     return [ImageRecord(uid=uid, label=label, group=group, relpath=p.relative_to(root).as_posix(), path=str(p))
             for (p, label, group), uid in zip(items, uids)]
 

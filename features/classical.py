@@ -134,6 +134,10 @@ class LocalEncodingExtractor(Extractor):
         if not samples:
             raise FeatbenchError(f"extractor '{self.spec}': fit needs at least one training image")
         sample = np.concatenate([samples[k] for k in sorted(samples)]).astype(np.float32)
+        if len(sample) < self.k:
+            raise FeatbenchError(f"extractor '{self.spec}': its {len(samples)} training image(s) gave {len(sample)} "
+                                 f"local descriptors, fewer than k={self.k} (images too small or flat?); "
+                                 "lower k or raise max_desc")
         sample = sample_rows(sample, MAX_POINTS_PER_CLUSTER * self.k, stable_rng(seed, "all"))
         self._encoder = self.new_encoder().fit(sample, seed)
         return self

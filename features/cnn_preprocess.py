@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from featbench.datasets.images import ImageDecodeError, decode_errors, to_rgb_uint8
+from featbench.datasets.images import ImageDecodeError, open_image, read_file_bytes, to_rgb_uint8
 from featbench.errors import FeatbenchError
 
 
@@ -60,16 +60,34 @@ def model_preprocess(model: str, src: str, tv_weights: str | None = None) -> Pre
                       mean=tuple(data["mean"]), std=tuple(data["std"]), squash=data["crop_mode"] == "squash")
 
 
+#: Longest side / shortest side beyond which an image is cut to its centre before resizing.
+MAX_ASPECT = 8
+
+
 def decode_reduced(path: str, min_side: int) -> Image.Image:
-    """Decode an image file like :func:`featbench.datasets.images.read_image`, but let JPEG's
-    DCT scaling shrink it by up to 8x as long as the shorter side stays >= ``min_side``."""
-    with decode_errors(str(path)), Image.open(path) as img:
+    """Decode an image file like :func:`featbench.datasets.images.read_image` (the same checks: a
+    regular file, the pixel budget), but let JPEG's DCT scaling shrink it by up to 8x as long as
+    the shorter side stays >= ``min_side``."""
+    with open_image(read_file_bytes(path), path) as img:
         if img.format == "JPEG":
             w, h = img.size
             scale = min_side / min(w, h)
             img.draft(None, (math.ceil(w * scale), math.ceil(h * scale)))
         img.load()
         return Image.fromarray(to_rgb_uint8(img))
+
+
+def trim_strip(img: Image.Image, prep: Preprocess) -> Image.Image:
+    """Cut an image more elongated than ``MAX_ASPECT``:1 to its central ``MAX_ASPECT``:1 part, which
+    holds every pixel of the centre crop: resizing a 65535 x 1 strip's shorter side to 256 would
+    otherwise allocate 16.7 million x 256 pixels."""
+    w, h = img.size
+    if prep.squash or max(w, h) <= MAX_ASPECT * min(w, h):
+        return img
+    keep = MAX_ASPECT * min(w, h)
+    if w > h:
+        return img.crop(((w - keep) // 2, 0, (w - keep) // 2 + keep, h))
+    return img.crop((0, (h - keep) // 2, w, (h - keep) // 2 + keep))
 
 
 def load_image(item: Any, min_side: int) -> Image.Image:
@@ -99,12 +117,12 @@ def prepare_views(item: Any, prep: Preprocess, aug: str | None) -> np.ndarray:
     torchvision's ``Resize(resize)`` (shorter side to ``resize``; both sides with ``squash``) and
     ``CenterCrop(crop)`` (black padding when the crop is larger than the image) on the PIL image;
     ``flip`` adds the mirror; ``10crop`` the centre crop, the four corner crops (``FiveCrop``) and
-    their mirrors, in that order.
+    their mirrors, in that order. Strips beyond ``MAX_ASPECT``:1 are cut first (:func:`trim_strip`).
     """
     from torchvision.transforms.v2 import functional as F
 
     resize, center_crop, five_crop = view_transforms(prep)
-    img = resize(load_image(item, prep.resize))
+    img = resize(trim_strip(load_image(item, prep.resize), prep))
     crops = [center_crop(img)]
     if aug == "10crop":  # corners of the image padded (as CenterCrop pads) to at least the crop
         w, h = img.size

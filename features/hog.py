@@ -35,6 +35,16 @@ class HOG(Extractor):
     version = "1"
     params = {"size": 128, "cell": 8, "block": 2, "bins": 9}
 
+    def check(self) -> None:
+        """Parameters that cannot make a HOG descriptor are one clear error, before any work."""
+        for key in ("size", "cell", "block", "bins"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise FeatbenchError(f"hog: {key} must be a positive integer (got {value!r})")
+        if self.size % self.cell or self.size < self.cell * self.block:
+            raise FeatbenchError(f"hog: size={self.size} must be a multiple of cell={self.cell} and at least "
+                                 f"cell x block = {self.cell * self.block}")
+
     def __getstate__(self) -> dict:
         """Parameters only: OpenCV's descriptor object cannot travel to another process (a Ray
         worker) and is rebuilt there on first use."""
@@ -43,8 +53,7 @@ class HOG(Extractor):
         return state
 
     def _descriptor(self) -> cv2.HOGDescriptor:
-        if self.size % self.cell:
-            raise FeatbenchError(f"hog: size={self.size} must be a multiple of cell={self.cell}")
+        self.check()
         cell = (self.cell, self.cell)
         block = (self.cell * self.block, self.cell * self.block)
         return cv2.HOGDescriptor((self.size, self.size), block, cell, cell, self.bins,

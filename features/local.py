@@ -70,6 +70,8 @@ METHODS = ("sift", "sift-dense", "surf", "surf-dense", "orb")
 PHOW_MAGNIF = 6.0
 PHOW_CONTRAST = 0.005
 SIFT_CLIP = 0.2
+#: OpenCV ORB's default edgeThreshold (= patchSize): keypoints keep this far from the borders.
+ORB_EDGE = 31
 
 
 class LocalFeatures(NamedTuple):
@@ -219,7 +221,14 @@ def sparse_sift(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def orb_bits(gray: np.ndarray, n_features: int) -> tuple[np.ndarray, np.ndarray]:
-    """ORB keypoints and their 256 binary tests as float bits: ``(points [N, 2], bits [N, 256])``."""
+    """ORB keypoints and their 256 binary tests as float bits: ``(points [N, 2], bits [N, 256])``.
+
+    ORB finds no keypoint within ``edgeThreshold`` (31) px of a border, so an image whose shorter
+    side is under 63 px has none; it is answered with the empty set before OpenCV is called (its
+    scale pyramid fails on a 1-px side: ``inv_scale_x > 0``).
+    """
+    if min(gray.shape[:2]) < 2 * ORB_EDGE + 1:
+        return np.zeros((0, 2)), np.zeros((0, 256), np.float32)
     kps, desc = cv2.ORB_create(nfeatures=n_features).detectAndCompute(gray, None)
     if desc is None or not kps:
         return np.zeros((0, 2)), np.zeros((0, 256), np.float32)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 import featbench
+from featbench.atomic import atomic_write_text, atomic_write_with
 
 from .data import load_runs
 from .sections import ReportContext, Section, build_sections
@@ -117,15 +118,15 @@ def build_report(run_dirs: list[Path], out: Path) -> Path:
                 f"{', '.join(sorted({METRIC_SHORT[m] for m in agg['metric']})) or '—'}.")
     html = load_template().render(title=title, subtitle=subtitle, sections=sections, version=featbench.__version__,
                                   n_runs=len(runs.runs))
-    (out / "report.html").write_text(html, encoding="utf-8")
-    (out / "report.md").write_text(render_markdown(title, subtitle, sections), encoding="utf-8")
-    accuracy_csv(agg, out / "accuracy.csv")
-    (out / "accuracy.tex").write_text(latex_table(agg), encoding="utf-8")
+    atomic_write_text(out / "report.md", render_markdown(title, subtitle, sections))
+    atomic_write_with(out / "accuracy.csv", lambda tmp: accuracy_csv(agg, tmp))
+    atomic_write_text(out / "accuracy.tex", latex_table(agg))
     merged = df.copy()
     merged["run_dir"] = merged["_run"].map(lambda i: str(runs.runs[int(i)].path))
     merged["extractor"] = merged["extractor_spec"]
-    merged.drop(columns=[c for c in ("_run", "_order", "extractor_spec") if c in merged.columns]).to_csv(
-        out / "results-merged.csv", index=False)
+    merged = merged.drop(columns=[c for c in ("_run", "_order", "extractor_spec") if c in merged.columns])
+    atomic_write_with(out / "results-merged.csv", lambda tmp: merged.to_csv(tmp, index=False))
+    atomic_write_text(out / "report.html", html)  # last: a report.html means the report is whole
     return out / "report.html"
 
 

@@ -31,6 +31,7 @@ from typing import Callable
 
 import pandas as pd
 
+from featbench.atomic import OutputWriteError, atomic_write_bytes
 from featbench.registry import Registry, first_line
 
 from . import figures as figs
@@ -81,7 +82,7 @@ class ReportContext:
         png = figs.png_bytes(fig)
         folder = self.out / "figures"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{name}.png").write_bytes(png)
+        atomic_write_bytes(folder / f"{name}.png", png)
         f = Figure(name=name, alt=alt, uri=figs.data_uri(png), relpath=f"figures/{name}.png")
         self.figures.append(f)
         return f
@@ -116,6 +117,8 @@ def build_sections(ctx: ReportContext) -> list[Section]:
     for order, sid, fn in registered():
         try:
             sec = fn(ctx)
+        except OutputWriteError:  # a full disk stops the report; it must not look finished
+            raise
         except Exception as exc:  # one broken section must not lose the whole report
             tb = traceback.format_exc(limit=3)
             sec = Section(sid, sid.replace("-", " ").capitalize(),

@@ -30,7 +30,7 @@ def summary(ctx: ReportContext) -> Section:
         f"{prim['task'].nunique()} task(s); {prim['label'].nunique()} extractor variant(s).",
     ]
     warn = [f"run {r.run_id} did not complete (status '{r.meta.get('status', '?')}'): its results are partial"
-            for r in runs if r.meta.get("status") not in ("complete", None)]
+            for r in runs if r.meta.get("status") not in ("complete", "reporting", None)]
     warn += [f"{r.path} has no run.json: provenance unknown" for r in runs if not r.meta]
     best_rows = []
     labels, tasks, cells = per_task_matrix(agg)

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from featbench.atomic import atomic_write_with
+
 from . import embedding as emb
 from . import figures as figs
 from .section_api import ReportContext, Section, absent, register_section
@@ -78,7 +80,7 @@ def domain(ctx: ReportContext) -> Section:
             rows.append([l] + [pct(m[l][a, b]) for a, b in shifts] + [pct(means[l])])
         html.append(html_table(header, rows))
         md.append(md_table(header, rows))
-    pd.DataFrame(csv_rows).to_csv(ctx.out / "domain_matrices.csv", index=False)
+    atomic_write_with(ctx.out / "domain_matrices.csv", lambda tmp: pd.DataFrame(csv_rows).to_csv(tmp, index=False))
     ctx.extra_files.append(ctx.out / "domain_matrices.csv")
     return Section("domain", title, "".join(html), "\n\n".join(md))
 
@@ -238,12 +240,14 @@ def comparability(ctx: ReportContext) -> Section:
 
 @register_section("skipped", order=120)
 def skipped(ctx: ReportContext) -> Section:
-    """Images left out (unreadable) and the protocols' notes."""
+    """Images left out (unreadable), entries dropped when listing, and the protocols' notes."""
     title = "Skipped images and protocol notes"
-    rows, notes = [], []
+    rows, notes, dropped = [], [], []
     for run in ctx.runs.runs:
         for s in run.meta.get("skipped_images", []) or []:
             rows.append([run.run_id, s.get("relpath", "?"), s.get("reason", "?")])
+        for d in run.meta.get("dropped_files", []) or []:
+            dropped.append([run.run_id, d.get("task", "?"), d.get("relpath", "?"), d.get("reason", "?")])
         for t, info in (run.meta.get("tasks") or {}).items():
             for n in info.get("notes") or []:
                 notes.append([run.run_id, t, n])
@@ -256,6 +260,12 @@ def skipped(ctx: ReportContext) -> Section:
     else:
         html.append("<p>No image was skipped: every image decoded.</p>")
         md.append("No image was skipped: every image decoded.")
+    if dropped:
+        intro = (f"{len(dropped)} entr(y/ies) named like images were not image files and were left out when the "
+                 "dataset folders were listed:")
+        head = ["run", "task", "entry", "reason"]
+        html.append(f"<h3>Dropped when listing</h3><p>{esc(intro)}</p>" + html_table(head, dropped))
+        md.append("### Dropped when listing\n\n" + intro + "\n\n" + md_table(head, dropped, ["l"] * 4))
     if notes:
         html.append("<h3>Protocol notes</h3>" + html_table(["run", "task", "note"], notes))
         md.append("### Protocol notes\n\n" + md_table(["run", "task", "note"], notes, ["l"] * 3))

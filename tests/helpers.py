@@ -35,3 +35,23 @@ def write_suite(path: Path, tasks: list[str], extractors: list[str], **extra) ->
         lines += ["", "[[tasks]]", f'name = "{t}"']
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+#: a fast spec (small images, small k) for every registered extractor that computes from pixels
+FAST_SPECS = {
+    "hog": "hog:size=32",
+    "orb-bow": "orb-bow:k=8",
+    "sift-bow": "sift-bow:k=8",
+    "sift-vlad": "sift-vlad:k=4",
+    "sift-dense-bow": "sift-dense-bow:k=8,step=8",
+    "sift-dense-bow-spm": "sift-dense-bow-spm:k=8,step=8",
+    "sift-dense-vlad": "sift-dense-vlad:k=4,step=8",
+    "sift-dense-fv": "sift-dense-fv:k=4,pca=16,step=8",
+    "surf-bow": "surf-bow:k=8",
+    "surf-dense-bow": "surf-dense-bow:k=8,step=8",
+    "cnn": "cnn:tf_efficientnet_lite0",
+}
+#: registered extractors that compute nothing from pixels, with the reason they are exempt
+NOT_FROM_PIXELS = {
+    "precomputed": "reads published feature files matched to a dataset's image paths; it never sees pixels",
+}

@@ -3,8 +3,8 @@
 Layers (an arrow is "may import"): core <- datasets <- features <- bench -> reports, and reports
 read run folders and records only: they import core modules and ``featbench.datasets.info`` (the
 dataset facts that records carry), never the runner, the cache or the extractors. Core modules
-(errors, registry, options, and the run-folder formats: records, features_sample) import no
-other featbench module. Every ``import`` is
+(errors, registry, options, atomic, and the run-folder formats: records, features_sample) import
+no other featbench module but core ones. Every ``import`` is
 parsed, including those inside functions, so a function-local import cannot hide a cycle.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = {"bench": "featbench", "features": "featbench.features", "datasets": "featbench.datasets",
             "reports": "featbench.reports", "suites": "featbench.suites"}
 CORE = {"featbench", "featbench.errors", "featbench.registry", "featbench.options", "featbench.records",
-        "featbench.features_sample"}
+        "featbench.features_sample", "featbench.atomic"}
 #: what each layer may import besides itself and the core
 ALLOWED = {
     "core": set(),

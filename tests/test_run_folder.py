@@ -146,3 +146,16 @@ def test_sigterm_marks_the_run_failed(tmp_path):
         pytest.skip("the run finished before SIGTERM arrived (machine too fast for this timing)")
     assert proc.returncode == 143 and "terminated" in stderr and "Traceback" not in stderr, stderr
     assert meta["status"] == "failed" and meta["status_reason"] == "terminated by SIGTERM"
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the file moved into place is readable as usual."""
+    import os
+
+    from featbench.atomic import atomic_write_text
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    target = tmp_path / "report.html"
+    atomic_write_text(target, "<html></html>")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

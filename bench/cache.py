@@ -26,7 +26,6 @@ import os
 import shutil
 import sqlite3
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -43,19 +42,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ["FEATBENCH_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "featbench"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

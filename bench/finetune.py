@@ -112,24 +112,18 @@ def last_stage(net: torch.nn.Module, head_name: str) -> str:
 def trainable_parameters(net: torch.nn.Module, kind: str, head_name: str) -> tuple[list, list]:
     """(head-rate parameters, backbone-rate parameters); the rest is frozen."""
     names = [n for n, _ in net.named_parameters()]
-    head_top = head_name if not hasattr(net, "reset_classifier") else _timm_head(net)
     if kind == "finetune-all":
-        head = [p for n, p in net.named_parameters() if n.startswith(head_top + ".")]
-        body = [p for n, p in net.named_parameters() if not n.startswith(head_top + ".")]
+        head = [p for n, p in net.named_parameters() if n.startswith(head_name + ".")]
+        body = [p for n, p in net.named_parameters() if not n.startswith(head_name + ".")]
         return head, body
-    stage = last_stage(net, head_top)
+    stage = last_stage(net, head_name)
     first = next((i for i, n in enumerate(names) if n.startswith(stage + ".")), None)
     if first is None:
         raise FeatbenchError(f"fine-tuning: last stage '{stage}' has no parameters")
-    chosen = set(names[first:]) | {n for n in names if n.startswith(head_top + ".")}
+    chosen = set(names[first:]) | {n for n in names if n.startswith(head_name + ".")}
     for n, p in net.named_parameters():
         p.requires_grad_(n in chosen)
     return [p for n, p in net.named_parameters() if n in chosen], []
-
-
-def _timm_head(net: torch.nn.Module) -> str:
-    name = net.pretrained_cfg["classifier"]
-    return name[0] if isinstance(name, (list, tuple)) else name
 
 
 def _set_train_mode(net: torch.nn.Module, trainable: set[int], bn: str) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from featbench.atomic import atomic_write_bytes
 from featbench.reports.gallery_data import GALLERY_DIR
 
 GALLERY_IMAGES = 8
@@ -80,9 +80,6 @@ class GalleryKeeper:
         self._spatial: dict[tuple[str, str], dict[int, dict[str, np.ndarray]]] = {}
         self._wrong: dict[str, set[str]] = {}
         self._test: dict[str, list[Any]] = {}
-
-    def reset(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
 
     def _dir(self, task: str) -> Path:
         return self.root / self.index["tasks"][task]["dir"]
@@ -202,7 +199,5 @@ class GalleryKeeper:
         self._write_index()
 
     def _write_index(self) -> None:
-        from featbench.cache import atomic_write_bytes
-
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.root / "index.json", json.dumps(self.index, indent=1).encode())

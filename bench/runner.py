@@ -291,7 +291,6 @@ class Runner:
     def _evaluate(self, task, trial, seed, split, ex, feats, stats, methods) -> None:
         classes = task.dataset.classes
         label_index = {c: i for i, c in enumerate(classes)}
-        describe = self.extractor_info.setdefault(ex.spec, ex.describe())
         linear = [c for c in self.suite.classifiers if c not in FINETUNE_KINDS]
         bar = _progress(len(feats) * len(methods) * len(linear),
                         f"{task.name} {ex.spec} trial {trial} fit", self.opt.quiet, unit="fit")
@@ -315,24 +314,10 @@ class Runner:
                     ev = fit_evaluate(X_train, y_train, X_test, yt_test, kind=clf, seed=seed, n_jobs=self.opt.n_jobs,
                                       solver=self.opt.solver, tol=self.opt.tol, max_iter=self.opt.max_iter,
                                       device=self._probe_device())
-                    info = task.dataset.info
-                    row = ResultRecord(
-                        schema_version=featbench.RESULT_SCHEMA_VERSION, featbench_version=featbench.__version__,
-                        run_id=self.run_id, suite=self.suite.name, task=task.name, family=task.family,
-                        dataset=task.dataset.name, dataset_id=task.dataset.identity,
-                        protocol=task.protocol.describe(), method=method, trial=trial, seed=seed,
-                        extractor=ex.spec, extractor_family=ex.family, layer=output,
-                        extractor_config=ex.config.key,
-                        weights=weights_source(describe),
-                        classifier=clf, C=ev.C, cv_score=ev.cv_score, top1=ev.top1,
-                        mean_class_acc=ev.mean_class_acc, n_train=int(len(X_train)), n_test=int(len(X_test)),
-                        dim=int(X_train.shape[1]), extract_s=round(stats.seconds, 4),
-                        img_per_s=stats.img_per_s, fit_s=round(ev.fit_s, 4),
-                        device=self._device(ex), img_per_s_source=stats.img_per_s_source,
-                        headline_metric=info.headline_metric, dataset_layout=info.layout,
-                        anchors_key=info.anchors_key, train_per_class=curve_size_of(task.name),
-                        solver=ev.solver, tol=ev.tol, max_iter=ev.max_iter, n_iter=ev.n_iter, converged=ev.converged,
-                    ).as_dict()
+                    row = self._record(task, trial, seed, ex, stats, ev, method=method, layer=output,
+                                       classifier=clf, n_train=int(len(X_train)), n_test=int(len(X_test)),
+                                       dim=int(X_train.shape[1]), device=self._device(ex), solver=ev.solver,
+                                       tol=ev.tol, max_iter=ev.max_iter, n_iter=ev.n_iter, converged=ev.converged)
                     self._append_row(row, task, split, ev.y_pred, yt_test, classes, test_recs)
                     self.gallery.after_evaluation(task.name, ex, output, trial, method, clf, ev.model,
                                                   [r.uid for r in test_recs], yt_test, ev.y_pred)
@@ -360,32 +345,37 @@ class Runner:
         label_index = {c: i for i, c in enumerate(classes)}
         train = self._usable(split.train + split.target_train)
         test = self._usable(split.test)
-        describe = self.extractor_info.setdefault(ex.spec, ex.describe())
+        y_train = [label_index[r.label] for r in train]
+        y_true = np.array([label_index[r.label] for r in test], dtype=np.int64)
         for kind in kinds:
-            res = finetune_evaluate(ex, kind, train, [label_index[r.label] for r in train], test,
-                                    [label_index[r.label] for r in test], len(classes), seed=seed)
+            res = finetune_evaluate(ex, kind, train, y_train, test, y_true, len(classes), seed=seed)
             ev = res.evaluation
-            y_true = np.array([label_index[r.label] for r in test], dtype=np.int64)
-            info = task.dataset.info
-            row = ResultRecord(
-                schema_version=featbench.RESULT_SCHEMA_VERSION, featbench_version=featbench.__version__,
-                run_id=self.run_id, suite=self.suite.name, task=task.name, family=task.family,
-                dataset=task.dataset.name, dataset_id=task.dataset.identity,
-                protocol=task.protocol.describe(), method="none", trial=trial, seed=seed,
-                extractor=ex.spec, extractor_family=ex.family, layer="finetuned",
-                extractor_config=ex.config.key, weights=weights_source(describe),
-                classifier=kind, C=ev.C, cv_score=ev.cv_score, top1=ev.top1,
-                mean_class_acc=ev.mean_class_acc, n_train=len(train), n_test=len(test), dim=None,
-                extract_s=round(stats.seconds, 4), img_per_s=stats.img_per_s, fit_s=round(ev.fit_s, 4),
-                device=res.device, img_per_s_source=stats.img_per_s_source,
-                headline_metric=info.headline_metric, dataset_layout=info.layout, anchors_key=info.anchors_key,
-                train_per_class=curve_size_of(task.name), recipe=json.dumps(res.recipe, sort_keys=True),
-                epochs=res.epochs, train_s=round(res.train_s, 4), train_img_per_s=res.train_img_per_s,
-            ).as_dict()
+            row = self._record(task, trial, seed, ex, stats, ev, method="none", layer="finetuned", classifier=kind,
+                               n_train=len(train), n_test=len(test), dim=None, device=res.device,
+                               recipe=json.dumps(res.recipe, sort_keys=True), epochs=res.epochs,
+                               train_s=round(res.train_s, 4), train_img_per_s=res.train_img_per_s)
             self._append_row(row, task, split, ev.y_pred, y_true, classes, test)
             if not self.opt.quiet:
                 print(f"  {task.name:34s} t{trial} {ex.spec} {kind}: top1 {ev.top1:.3f}  mean-class "
                       f"{ev.mean_class_acc:.3f}  ({res.epochs} epochs, {res.train_s:.0f} s)", flush=True)
+
+    def _record(self, task, trial, seed, ex, stats, ev, **fields) -> dict[str, Any]:
+        """One result row: what every row of (task, trial, extractor) shares, the evaluation's scores,
+        and ``fields`` (method, layer, classifier, sizes, device and the evaluation's own columns)."""
+        info = task.dataset.info
+        describe = self.extractor_info.setdefault(ex.spec, ex.describe())
+        return ResultRecord(
+            schema_version=featbench.RESULT_SCHEMA_VERSION, featbench_version=featbench.__version__,
+            run_id=self.run_id, suite=self.suite.name, task=task.name, family=task.family,
+            dataset=task.dataset.name, dataset_id=task.dataset.identity, protocol=task.protocol.describe(),
+            trial=trial, seed=seed, extractor=ex.spec, extractor_family=ex.family,
+            extractor_config=ex.config.key, weights=weights_source(describe),
+            C=ev.C, cv_score=ev.cv_score, top1=ev.top1, mean_class_acc=ev.mean_class_acc,
+            extract_s=round(stats.seconds, 4), img_per_s=stats.img_per_s, fit_s=round(ev.fit_s, 4),
+            img_per_s_source=stats.img_per_s_source, headline_metric=info.headline_metric,
+            dataset_layout=info.layout, anchors_key=info.anchors_key, train_per_class=curve_size_of(task.name),
+            **fields,
+        ).as_dict()
 
     def _append_row(self, row, task, split, y_pred, y_true, classes, test_recs=()) -> None:
         self.rows.append(row)
@@ -423,7 +413,6 @@ class Runner:
         run_folder.prepare_out_dir(self.out)
         with run_folder.locked(self.out):
             self._foreign = run_folder.clear_earlier_outputs(self.out)
-            self.gallery.reset()
             self.write_run_json("running")
             try:
                 with run_folder.sigterm_unwinds():

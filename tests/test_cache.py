@@ -4,7 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from featbench.cache import FeatureCache, atomic_write_bytes
+from featbench.atomic import atomic_write_bytes
+from featbench.cache import FeatureCache
 from featbench.features import create
 from featbench.features.hog import HOG
 

@@ -142,7 +142,7 @@ def run(
     suite: Optional[str] = typer.Argument(None, help="Suite TOML file or shipped suite name (default: the embedded quick suite)."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, replacing the suite's (e.g. office_caltech10:amazon->webcam)."),
     extractors: Optional[str] = typer.Option(None, help="Extractor specs separated by commas or ';', replacing the suite's (hog:size=64,cell=8 stays one spec)."),
-    classifiers: Optional[str] = typer.Option(None, help="Comma-separated: logreg, svm, 1nn, finetune-head, finetune-all (the last two fine-tune cnn: extractors)."),
+    classifiers: Optional[str] = typer.Option(None, help="Comma-separated: logreg, svm, 1nn, finetune-head, finetune-all (the last two fine-tune cnn: extractors; recipe options as in finetune-head:bn=train,epochs=5)."),
     trials: Optional[int] = typer.Option(None, min=1, help="Trials per task (fixed splits always run once)."),
     seed: Optional[int] = typer.Option(None, help="Base seed (trial t uses seed + t)."),
     data_root: Optional[str] = typer.Option(None, help="Folder(s) holding datasets, separated by ':'."),
@@ -180,7 +180,7 @@ def run(
 
         s.extractors = _nonempty("--extractors", split_specs(extractors), "extractor")
     if classifiers is not None:
-        s.classifiers = _nonempty("--classifiers", _split(classifiers) or [], "classifier")
+        s.classifiers = _nonempty("--classifiers", split_specs(classifiers), "classifier")
     if trials:
         s.trials = trials
         for t in s.tasks:
@@ -386,11 +386,13 @@ def probe_bench_cmd(
 
 @app.command("gpu-check")
 @user_errors
-def gpu_check_cmd(out: Path = typer.Option(Path("featbench-gpu-check"), help="Folder for gpu-check.md and the speed files.")) -> None:
-    """On a GPU machine: the CNN speed table and e2e/synthetic ratio on CUDA, the probe up to 1.28M x 1280 x 1000; one note."""
+def gpu_check_cmd(out: Path = typer.Option(Path("featbench-gpu-check"), help="Folder for gpu-check.md and the speed files."),
+                  data_root: Optional[str] = typer.Option(None, help="Folders holding office_caltech10 and the minis (':'-separated): adds the Lite0 probe / fine-tuning run on CUDA.")) -> None:
+    """On a GPU machine: the CNN speed table and e2e/synthetic ratio on CUDA, the probe up to 1.28M x 1280 x 1000,
+    and with --data-root the fine-tuning study's GPU figures; one note."""
     from featbench.gpu_check import gpu_check
 
-    raise typer.Exit(gpu_check(out, echo=typer.echo))
+    raise typer.Exit(gpu_check(out, echo=typer.echo, data_root=data_root))
 
 
 @results_app.command("add")

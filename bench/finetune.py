@@ -48,7 +48,6 @@ FINETUNING: Registry[str] = Registry("fine-tuning evaluation")
 FINETUNING.register("finetune-head", "head", summary="fine-tune a new linear head plus the network's last stage")
 FINETUNING.register("finetune-all", "all",
                     summary="fine-tune every layer (pretrained layers at a tenth of the head's learning rate)")
-FINETUNE_KINDS = tuple(FINETUNING.names())
 
 #: The documented recipe; every field lands in the result record (``recipe`` column, JSON).
 RECIPE: dict[str, Any] = {
@@ -56,6 +55,43 @@ RECIPE: dict[str, Any] = {
     "schedule": "warmup1-cosine", "epochs": 10, "batch_size": 32, "rrc_scale": (0.35, 1.0),
     "flip": True, "bn": "eval", "holdout": 0.2,
 }
+
+
+#: Recipe fields a fine-tuning spec may override (``finetune-head:bn=train,epochs=20``), with the
+#: type each must have; the rest of :data:`RECIPE` is the recipe's fixed shape.
+RECIPE_OPTIONS: dict[str, type | tuple[type, ...]] = {
+    "epochs": int, "batch_size": int, "lr_head": (int, float), "backbone_lr_factor": (int, float),
+    "weight_decay": (int, float), "bn": str, "holdout": (int, float), "flip": bool,
+}
+
+
+def is_finetune(spec: str) -> bool:
+    """Whether a ``--classifiers`` entry is a fine-tuning evaluation (with or without recipe options)."""
+    return spec.partition(":")[0] in FINETUNING
+
+
+def parse_finetune(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"finetune-head:bn=train,epochs=5"`` -> ``("finetune-head", {"bn": "train", "epochs": 5})``;
+    a FeatbenchError names the spec and the option that is not a recipe field or has the wrong type."""
+    from featbench.options import parse_options
+
+    name, _, text = spec.partition(":")
+    FINETUNING.get(name)
+    overrides = parse_options(text, f"classifier '{spec}'")
+    for key, value in overrides.items():
+        want = RECIPE_OPTIONS.get(key)
+        if want is None:
+            raise FeatbenchError(f"classifier '{spec}': unknown recipe option '{key}'; known: {', '.join(RECIPE_OPTIONS)}")
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise FeatbenchError(f"classifier '{spec}': option '{key}' must be {getattr(want, '__name__', 'a number')}, "
+                                 f"not {value!r}")
+    if overrides.get("bn", "eval") not in ("eval", "train"):
+        raise FeatbenchError(f"classifier '{spec}': bn must be 'eval' (frozen statistics) or 'train', not {overrides['bn']!r}")
+    if overrides.get("epochs", 1) < 1 or overrides.get("batch_size", 1) < 1:
+        raise FeatbenchError(f"classifier '{spec}': epochs and batch_size must be at least 1")
+    if not 0 <= overrides.get("holdout", 0) < 1:
+        raise FeatbenchError(f"classifier '{spec}': holdout must be in [0, 1)")
+    return name, overrides
 
 
 @dataclasses.dataclass

@@ -31,7 +31,7 @@ from featbench.errors import FeatbenchError
 from featbench.executor import make_executor
 from featbench.features import Extractor, create
 from featbench.features_sample import write_features_sample
-from featbench.finetune import FINETUNE_KINDS, FINETUNING, finetune_evaluate
+from featbench.finetune import FINETUNING, finetune_evaluate, is_finetune, parse_finetune
 from featbench.gallery import GalleryKeeper
 from featbench.provenance import snapshot
 from featbench.records import RESULT_COLUMNS, ResultRecord, json_default
@@ -157,7 +157,9 @@ class Runner:
         if self.opt.solver not in SOLVERS:
             raise FeatbenchError(f"unknown solver '{self.opt.solver}'; known: {', '.join(SOLVERS)}")
         for clf in self.suite.classifiers:
-            if clf not in CLASSIFIERS and clf not in FINETUNING:
+            if is_finetune(clf):
+                parse_finetune(clf)  # a bad recipe option is reported before any work starts
+            elif clf not in CLASSIFIERS:
                 raise FeatbenchError(f"unknown classifier '{clf}'; known: {', '.join((*CLASSIFIERS, *FINETUNING))}")
         tasks = []
         for spec in self.suite.tasks:
@@ -291,7 +293,7 @@ class Runner:
     def _evaluate(self, task, trial, seed, split, ex, feats, stats, methods) -> None:
         classes = task.dataset.classes
         label_index = {c: i for i, c in enumerate(classes)}
-        linear = [c for c in self.suite.classifiers if c not in FINETUNE_KINDS]
+        linear = [c for c in self.suite.classifiers if not is_finetune(c)]
         bar = _progress(len(feats) * len(methods) * len(linear),
                         f"{task.name} {ex.spec} trial {trial} fit", self.opt.quiet, unit="fit")
         for output, by_uid in feats.items():
@@ -332,7 +334,7 @@ class Runner:
         the split's training images (plus labelled target images), scored on its test images.
         Adaptation methods act on features, so fine-tuning rows are method ``none``; extractors
         that are not CNNs have nothing to fine-tune (run.json notes it)."""
-        kinds = [c for c in self.suite.classifiers if c in FINETUNE_KINDS]
+        kinds = [c for c in self.suite.classifiers if is_finetune(c)]
         if not kinds:
             return
         if ex.family != "cnn":
@@ -348,7 +350,8 @@ class Runner:
         y_train = [label_index[r.label] for r in train]
         y_true = np.array([label_index[r.label] for r in test], dtype=np.int64)
         for kind in kinds:
-            res = finetune_evaluate(ex, kind, train, y_train, test, y_true, len(classes), seed=seed)
+            name, recipe = parse_finetune(kind)
+            res = finetune_evaluate(ex, name, train, y_train, test, y_true, len(classes), seed=seed, recipe=recipe)
             ev = res.evaluation
             row = self._record(task, trial, seed, ex, stats, ev, method="none", layer="finetuned", classifier=kind,
                                n_train=len(train), n_test=len(test), dim=None, device=res.device,

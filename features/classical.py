@@ -171,12 +171,18 @@ class LocalEncodingExtractor(Extractor):
         """Descriptors of each image in order: from the memo, else computed on the thread pool.
 
         Up to ``LOOKAHEAD`` images are in flight, so the workers keep describing while the
-        caller encodes (with multi-threaded BLAS) what they have already produced.
+        caller encodes (with multi-threaded BLAS) what they have already produced. With one
+        thread (``configure_runtime(threads=1)``, as a Ray worker given one CPU is) everything
+        runs in the caller's thread: a worker then keeps exactly one core busy, and N workers
+        on N cores do not fight over them.
         """
         def work(i: int) -> LocalFeatures:
             feats = self._memo.take(keys[i])
             return feats if feats is not None else self.stage.compute(load_pixels(images[i]))
 
+        if int(self.threads) <= 1:
+            yield from map(work, range(len(images)))
+            return
         with ThreadPoolExecutor(max(1, int(self.threads))) as pool:
             pending: deque = deque()
             for i in range(len(images)):

@@ -100,7 +100,7 @@ def kmeans(x: np.ndarray, k: int, seed: int, iterations: int = KMEANS_ITERATIONS
     return km.centroids.copy()
 
 
-def nearest(x: np.ndarray, centroids: np.ndarray, chunk: int = 8192) -> np.ndarray:
+def nearest(x: np.ndarray, centroids: np.ndarray, chunk: int = 1024) -> np.ndarray:
     """Index of the nearest centroid (Euclidean) for every row of ``x``: ``int64 [N]``.
 
     ``argmin |c|^2 / 2 - x.c`` with one BLAS product per chunk: on this project's 2-core

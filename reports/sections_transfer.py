@@ -33,8 +33,9 @@ def curve_sizes(df: pd.DataFrame) -> dict[str, int]:
 
 
 def _way(row) -> str:
-    if row["classifier"] in FINETUNE:
-        return row["classifier"]
+    base = str(row["classifier"]).partition(":")[0]  # finetune-head:bn=train is still fine-tuning the head
+    if base in FINETUNE:
+        return base
     return "CNN features + linear" if row["extractor_family"] == "cnn" else "classical + linear"
 
 
@@ -98,7 +99,8 @@ def learning_curves(ctx: ReportContext) -> Section | None:
 def decision_rows(ctx: ReportContext) -> list[dict]:
     """Per task with fine-tuning rows: the best variant of each way, its accuracy and cost."""
     agg = ctx.agg[ctx.agg["method"] == "none"].copy()
-    if not agg["classifier"].isin(FINETUNE).any():
+    tuned = agg["classifier"].astype(str).str.partition(":")[0].isin(FINETUNE)
+    if not tuned.any():
         return []
     df = ctx.df
     cost_cols = [c for c in ("extract_s", "fit_s") if c in df.columns]
@@ -106,7 +108,7 @@ def decision_rows(ctx: ReportContext) -> list[dict]:
             .groupby(["task", "extractor", "layer", "classifier"])["_cost"].mean())
     out = []
     for task, g in agg.groupby("task", sort=False):
-        if not g["classifier"].isin(FINETUNE).any():
+        if not tuned[g.index].any():
             continue
         g = g.assign(way=[_way(r) for _, r in g.iterrows()])
         rec = {"task": task, "metric": g["metric"].iloc[0]}

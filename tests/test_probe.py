@@ -165,3 +165,35 @@ def test_runner_records_the_solver(tmp_path):
     assert (df.max_iter == probe.DEFAULT_MAX_ITER).all() and (df.n_iter > 0).all() and df.converged.all()
     with pytest.raises(FeatbenchError, match="unknown solver 'newton'"):
         Runner(suite, RunOptions(out=tmp_path / "o2", data_roots=[str(tmp_path)], solver="newton"), command=["t"]).resolve()
+
+
+def test_gpu_check_note_carries_each_step_and_the_transfer_table(tmp_path):
+    """The note's assembly, with the commands replaced by a stand-in that writes what each would
+    (the real commands run only on a GPU machine)."""
+    import subprocess
+
+    import pandas as pd
+
+    from featbench.gpu_check import gpu_check
+
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        if "run" in cmd:
+            out = __import__("pathlib").Path(cmd[cmd.index("--out") + 1])
+            out.mkdir(parents=True)
+            pd.DataFrame([{"task": "t", "classifier": "finetune-head:bn=train", "top1": 0.5, "mean_class_acc": 0.5,
+                           "epochs": 3, "train_s": 2.0, "train_img_per_s": 100.0, "device": "cuda:0"}]
+                         ).to_csv(out / "results.csv", index=False)
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        return subprocess.CompletedProcess(cmd, 1 if "probe-bench" in cmd else 0, "| n | fit_s |\n|---|---|\n| 10 | 1 |\n",
+                                           "Traceback: out of memory")
+
+    status = gpu_check(tmp_path, echo=lambda s: None, gpu="Test GPU (1 GiB)", run=fake_run, data_root="/data")
+    note = (tmp_path / "gpu-check.md").read_text()
+    assert status == 1 and len(calls) == 3 and "--data-root" in calls[2] and "cuda" in calls[2]
+    assert "GPU: Test GPU (1 GiB)" in note and "(exit 1," in note and "out of memory" in note
+    assert "| t | finetune-head:bn=train | 0.5 | 0.5 | 3 | 2 | 100 | cuda:0 |" in note
+    assert len(calls) == 3 and gpu_check(tmp_path / "b", echo=lambda s: None, gpu="G", run=fake_run) == 1
+    assert len(calls) == 5  # without data_root: no transfer run

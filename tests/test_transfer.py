@@ -11,7 +11,7 @@ from featbench.datasets.learning_curve import TrainSubsample, curve_size_of, cur
 from featbench.datasets.protocols import make_protocol
 from featbench.errors import FeatbenchError
 from featbench.features import create
-from featbench.finetune import finetune_evaluate, last_stage, new_head, trainable_parameters
+from featbench.finetune import finetune_evaluate, last_stage, new_head, parse_finetune, trainable_parameters
 from featbench.reports import build_report
 from featbench.runner import RunOptions, Runner
 from featbench.suite import Suite, TaskSpec, parse_suite
@@ -117,12 +117,28 @@ def test_finetune_refuses_other_extractors():
         finetune_evaluate(create(SMALL_CNN), "finetune-some", _images(3), [0, 1, 2], _images(3), [0, 1, 2], 3)
 
 
+def test_finetune_specs_carry_recipe_options():
+    assert parse_finetune("finetune-all") == ("finetune-all", {})
+    assert parse_finetune("finetune-head:bn=train,epochs=5,lr_head=3e-4") == (
+        "finetune-head", {"bn": "train", "epochs": 5, "lr_head": 3e-4})
+    for bad, message in (("finetune-head:optimizer=sgd", "unknown recipe option 'optimizer'"),
+                         ("finetune-head:epochs=2.5", "'epochs' must be int"),
+                         ("finetune-head:bn=batch", "bn must be 'eval'"),
+                         ("finetune-head:epochs=0", "at least 1"),
+                         ("finetune-head:holdout=1", "holdout must be in"),
+                         ("finetune-head:epochs", "not key=value")):
+        with pytest.raises(FeatbenchError, match=message):
+            parse_finetune(bad)
+    with pytest.raises(FeatbenchError, match="unknown recipe option 'lr'"):  # reported before any work starts
+        Runner(Suite(name="s", extractors=[SMALL_CNN], classifiers=["finetune-head:lr=1"],
+                     tasks=[TaskSpec(name="textures")]), RunOptions(out="/nonexistent/x", quiet=True)).resolve()
+
+
 # -- through the runner and the report --------------------------------------------------------------
 
 @pytest.mark.slow
 def test_learning_curve_with_finetuning_end_to_end(tmp_path, textures, monkeypatch):
-    monkeypatch.setitem(__import__("featbench.finetune", fromlist=["RECIPE"]).RECIPE, "epochs", 1)
-    suite = Suite(name="curve", extractors=["hog:size=32", SMALL_CNN], classifiers=["logreg", "finetune-head"],
+    suite = Suite(name="curve", extractors=["hog:size=32", SMALL_CNN], classifiers=["logreg", "finetune-head:epochs=1"],
                   tasks=[TaskSpec(name="textures", train_per_class=[1, 3], trials=2)])
     out = tmp_path / "run"
     Runner(suite, RunOptions(out=out, data_roots=[str(textures)], cache_dir=str(tmp_path / "cache"),
@@ -131,8 +147,8 @@ def test_learning_curve_with_finetuning_end_to_end(tmp_path, textures, monkeypat
     assert set(df["task"]) == {"textures#n=1", "textures#n=3"}
     assert set(df["train_per_class"]) == {1, 3}
     assert set(df.groupby("task")["n_train"].max()) == {3, 9}
-    ft = df[df["classifier"] == "finetune-head"]
-    assert len(ft) == 4 and set(ft["extractor"]) == {SMALL_CNN} and set(ft["layer"]) == {"finetuned"}
+    ft = df[df["classifier"] == "finetune-head:epochs=1"]
+    assert len(ft) == 4 and set(ft["epochs"]) == {1} and set(ft["extractor"]) == {SMALL_CNN} and set(ft["layer"]) == {"finetuned"}
     assert all(json.loads(r)["optimizer"] == "adamw" for r in ft["recipe"]) and (ft["train_s"] > 0).all()
     assert not df.loc[df["classifier"] == "logreg", "recipe"].notna().any()
     meta = json.loads((out / "run.json").read_text())

@@ -208,16 +208,51 @@ class _Settings:
         return CLASSIFIERS.entry(self.kind).meta["probe_loss"]
 
 
+class _SpanFeatures:
+    """Standardisation and the row-span projection of the torch path, the same numbers as
+    ``make_pipeline(StandardScaler(), RowSpan())`` with fewer products: the training rows' Gram
+    matrix ``A A^T`` (``A`` the standardised training rows, float64) gives the eigenvectors ``U``
+    and singular values ``s``; the training rows in the span are ``U * s`` (no product) and new rows
+    ``B`` are ``(B A^T) U / s`` (no ``d x n`` basis is formed). With ``d <= n``: standardisation only."""
+
+    def __init__(self, X: np.ndarray, rtol: float = RowSpan().rtol) -> None:
+        self.scaler = StandardScaler().fit(X)
+        n, d = X.shape
+        self.A = self._standardise(X) if d > n else None
+        if self.A is None:
+            self.train = self.scaler.transform(X).astype(np.float32)
+            return
+        with _blas_threads_for(n * n * d):
+            eigval, eigvec = np.linalg.eigh(self.A @ self.A.T)
+        sing = np.sqrt(np.clip(eigval, 0.0, None))
+        keep = sing > rtol * sing.max() if sing.max() > 0 else np.zeros_like(sing, bool)
+        keep[np.argmax(sing)] = True  # always at least one direction (as RowSpan)
+        self.U, self.s = eigvec[:, keep], sing[keep]
+        self.train = (self.U * self.s).astype(np.float32)
+
+    @property
+    def orthogonal(self) -> bool:
+        return self.A is not None
+
+    def _standardise(self, X: np.ndarray) -> np.ndarray:
+        return (X.astype(np.float64) - self.scaler.mean_) / self.scaler.scale_
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        if self.A is None:
+            return self.scaler.transform(X).astype(np.float32)
+        with _blas_threads_for(2 * len(X) * self.A.size):
+            return ((self._standardise(X) @ self.A.T) @ self.U / self.s).astype(np.float32)
+
+
 class _TorchPath:
     """One training set (standardised and projected once) fitted along a C path with warm starts."""
 
     def __init__(self, X: np.ndarray, y: np.ndarray, st: _Settings) -> None:
-        self.prep = make_pipeline(StandardScaler(), RowSpan()).fit(X)
+        self.prep = _SpanFeatures(X)
         self.classes, codes = np.unique(y, return_inverse=True)
         self.st = st
-        self.problem = probe.Problem(self.prep.transform(X), codes, len(self.classes), loss=st.loss,
-                                     device=probe.resolve_device(st.device),
-                                     orthogonal=self.prep[-1].components_ is not None)
+        self.problem = probe.Problem(self.prep.train, codes, len(self.classes), loss=st.loss,
+                                     device=probe.resolve_device(st.device), orthogonal=self.prep.orthogonal)
         self.solution: probe.Solution | None = None
 
     def fit(self, C: float, warm: bool = True) -> probe.Solution:

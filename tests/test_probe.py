@@ -21,9 +21,7 @@ def _blobs(n=240, d=30, k=4, sep=0.5, seed=0):
 
 
 def _objective(problem, W, b, C):
-    value, _, _ = problem.value_and_grad(torch.as_tensor(W, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64),
-                                         C, torch.float64)
-    return value
+    return problem.objective(torch.as_tensor(W, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64), C)
 
 
 @pytest.mark.parametrize("C", [1e-3, 1.0, 100.0])

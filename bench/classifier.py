@@ -9,13 +9,12 @@
   registered with ``tunes_c=False`` and ``standardise=False`` (the features as the protocol or the
   extractor's preprocessing left them, e.g. ``precomputed:norm=l1,zscore=domain``); reports rank
   it apart from the linear probes.
-* Solver (``solver=``): ``sklearn`` (default: lbfgs / liblinear at their own ``tol``, what every
-  record in the corpus was fitted with, at ``tol=1e-4``), or ``torch`` (opt-in, for classifiers
-  registered with a ``probe_loss``: logreg, svm), :mod:`featbench.probe`'s full-batch solver run
-  until the largest absolute gradient entry of ``C * sum(loss) + 0.5 ||W||^2`` is at most ``tol``,
-  on CPU or CUDA. The torch solver is not the default yet: on separable data at large C (Office
-  amazon->webcam HOG, C=10) it has been seen to stop unconverged after hundreds of iterations.
-  Other classifiers are always scikit-learn's.
+* Solver (``solver=``): ``torch`` (default, for classifiers registered with a ``probe_loss``:
+  logreg, svm), :mod:`featbench.probe`'s Newton solver run until the largest absolute gradient
+  entry of ``C * sum(loss) + 0.5 ||W||^2`` is at most ``tol``, on CPU or CUDA; or ``sklearn``
+  (lbfgs / liblinear at their own ``tol``: every corpus record made before torch became the
+  default, at ``tol=1e-4``; with ``tol=1e-8`` the converged reference the torch solver is checked
+  against). Records say which (``solver``). Other classifiers are always scikit-learn's.
 * C is chosen by stratified k-fold cross-validation on the training split over a log grid
   (``C_GRID``); the fold count shrinks to the smallest class size when classes are tiny.
 * Scores: top-1 accuracy and mean per-class accuracy (the mean of per-class recalls, the
@@ -101,12 +100,12 @@ class Evaluation:
     mean_class_acc: float
     fit_s: float
     y_pred: np.ndarray
-    solver: str = "sklearn"
+    solver: str = "torch"
     tol: float = probe.DEFAULT_TOL
     max_iter: int = probe.DEFAULT_MAX_ITER
     n_iter: int = 0  # iterations of the final fit
     converged: bool = True  # every fit of the evaluation (CV and final) reached tol
-    model: Any = None  # the fitted scikit-learn pipeline (standardise, RowSpan, linear model); None for torch
+    model: Any = None  # the fitted model: scikit-learn pipeline (standardise, RowSpan, linear model) or _TorchPath
 
 
 def _blas_threads_for(flops: float):
@@ -172,7 +171,10 @@ def original_space_weights(pipeline) -> tuple[np.ndarray, np.ndarray] | None:
     projection (``W_std = coef @ V.T``) and the standardisation (``W = W_std / sigma``,
     ``b = intercept - W @ mu``). A binary model's single row ``w`` becomes ``[-w, w]`` (class 0, 1), so
     the arg-max is the prediction either way. None for a classifier that is no linear model on
-    standardised features (``1nn``). Used for class activation maps (report gallery)."""
+    standardised features (``1nn``). Used for class activation maps (report gallery). A torch-solver
+    model maps its own weights back the same way."""
+    if isinstance(pipeline, _TorchPath):
+        return pipeline.original_space_weights()
     steps = [step for _, step in pipeline.steps]
     if len(steps) != 3 or not hasattr(steps[2], "coef_"):
         return None
@@ -235,7 +237,14 @@ class _SpanFeatures:
         return self.A is not None
 
     def _standardise(self, X: np.ndarray) -> np.ndarray:
-        return (X.astype(np.float64) - self.scaler.mean_) / self.scaler.scale_
+        A = X.astype(np.float64)
+        A -= self.scaler.mean_
+        A /= self.scaler.scale_
+        return A
+
+    def standardised_weights(self, W: np.ndarray) -> np.ndarray:
+        """Weights ``[r, k]`` on the transformed rows as weights ``[d, k]`` on standardised features."""
+        return W if self.A is None else self.A.T @ ((self.U / self.s) @ W)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         if self.A is None:
@@ -256,7 +265,10 @@ class _TorchPath:
         self.solution: probe.Solution | None = None
 
     def fit(self, C: float, warm: bool = True) -> probe.Solution:
-        self.solution = self.problem.solve(C, start=self.solution if warm else None, tol=self.st.tol,
+        """With two classes scikit-learn fits one binomial weight vector, and the multinomial model
+        at ``C / 2`` is that model (its two vectors are ``+-w/2``, penalised ``0.25 ||w||^2``)."""
+        C_solve = C / 2 if self.st.loss == "multinomial" and len(self.classes) == 2 else C
+        self.solution = self.problem.solve(C_solve, start=self.solution if warm else None, tol=self.st.tol,
                                            max_iter=self.st.max_iter)
         return self.solution
 
@@ -267,6 +279,14 @@ class _TorchPath:
     def predict(self, Z: torch.Tensor) -> np.ndarray:
         scores = self.problem.scores(Z, self.solution)
         return self.classes[scores.argmax(1).cpu().numpy()]
+
+    def original_space_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(W [classes, d], b [classes])`` on raw features, as :func:`original_space_weights`."""
+        W = self.prep.standardised_weights(self.solution.W.cpu().numpy().astype(np.float64)).T / self.prep.scaler.scale_
+        return W, self.solution.b.cpu().numpy().astype(np.float64) - W @ self.prep.scaler.mean_
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return self.problem.scores(self.transform(X), self.solution).cpu().numpy()
 
 
 def _fold_scores(X, y, train, valid, c_grid, st: _Settings) -> tuple[list[float], bool]:
@@ -298,7 +318,7 @@ def _sklearn_iterations(model) -> int:
 
 def fit_evaluate(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
                  kind: str = "logreg", seed: int = 0, c_grid: tuple[float, ...] = C_GRID,
-                 folds: int = 3, n_jobs: int = 1, solver: str = "sklearn", tol: float | None = None,
+                 folds: int = 3, n_jobs: int = 1, solver: str = "torch", tol: float | None = None,
                  max_iter: int | None = None, device: str = "cpu") -> Evaluation:
     """Choose C by stratified CV on the training split, refit on all of it, score the test split.
 
@@ -337,8 +357,7 @@ def fit_evaluate(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
             C, cv_score = float(c_grid[len(c_grid) // 2]), float("nan")
         X_test = np.asarray(X_test, dtype=np.float32)
         if solver == "torch":
-            model = None  # no scikit-learn pipeline: the report gallery draws no class activation map
-            path = _TorchPath(X_train, y_train, st)
+            path = model = _TorchPath(X_train, y_train, st)
             final = path.fit(C, warm=False)
             n_iter, converged = final.n_iter, converged and final.converged
             y_pred = path.predict(path.transform(X_test))

@@ -52,7 +52,7 @@ class RunOptions:
     verify: bool = False
     report: bool = True  # build report.html / report.md before run.json says 'complete'
     n_jobs: int = 1
-    solver: str = "sklearn"
+    solver: str = "torch"
     tol: float | None = None  # None: the solver's default
     max_iter: int | None = None
     executor: str = "local"  # where extraction runs: local or ray (bench/executor.py)

@@ -91,6 +91,19 @@ def test_fit_evaluate_agrees_with_converged_sklearn_on_synthetic_data(kind):
     assert abs(ours.top1 - ref.top1) <= 0.005
 
 
+@pytest.mark.parametrize("kind", ["logreg", "svm"])
+def test_two_classes_fit_scikit_learns_binary_model(kind):
+    """scikit-learn fits one weight vector for two classes; the torch path's two-class multinomial
+    at C/2 (and one-vs-rest pair) is the same model: the same decision values at every C."""
+    X, y = _blobs(n=160, d=12, k=2, sep=0.4, seed=7)
+    ours = fit_evaluate(X, y, X, y, kind=kind, seed=0, solver="torch", tol=1e-6)
+    ref = fit_evaluate(X, y, X, y, kind=kind, seed=0, solver="sklearn", tol=1e-10, max_iter=100000)
+    assert ours.C == ref.C
+    scores = ours.model.decision_function(X)  # [n, 2]; the binary model's margin is their difference
+    margin = scores[:, 1] - scores[:, 0] if kind == "logreg" else scores[:, 1]  # one-vs-rest: s0 = -s1
+    np.testing.assert_allclose(margin, ref.model.decision_function(X), atol=1e-4)
+
+
 def test_fit_evaluate_agrees_with_converged_sklearn_on_real_hog(shared_datasets):
     """HOG (8100-d) on caltech101_mini: d > n, so both run in the training rows' span."""
     from featbench.datasets.tasks import resolve_task
@@ -108,11 +121,13 @@ def test_fit_evaluate_agrees_with_converged_sklearn_on_real_hog(shared_datasets)
     assert abs(ours.top1 - ref.top1) <= 0.005
 
 
-def test_default_solver_is_scikit_learn_at_its_old_tolerance():
-    """Every corpus record was fitted with scikit-learn's lbfgs at tol 1e-4; the torch solver is opt-in."""
+def test_default_solver_is_torch_and_sklearn_keeps_its_old_tolerance():
+    """New records are fitted by the torch solver; --solver sklearn is lbfgs at tol 1e-4 as before."""
     X, y = _blobs(n=120, d=10, sep=0.5, seed=1)
     ev = fit_evaluate(X, y, X, y, seed=0)
-    assert (ev.solver, ev.tol) == ("sklearn", 1e-4)
+    assert (ev.solver, ev.tol, ev.max_iter) == ("torch", probe.DEFAULT_TOL, probe.DEFAULT_MAX_ITER)
+    old = fit_evaluate(X, y, X, y, seed=0, solver="sklearn")
+    assert (old.solver, old.tol, old.max_iter) == ("sklearn", 1e-4, 1000)
 
 
 def test_unknown_solver():

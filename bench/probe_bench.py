@@ -4,11 +4,14 @@
 [--max-iter N]`` draws ``n`` rows of ``dim`` features around ``classes`` random class means
 (float32, seed 0), fits multinomial logistic regression at ``C`` with :mod:`featbench.probe`
 (row blocks bound the memory of the logits), and reports per size: seconds for the data's
-basis (``Z^T Z`` and its eigendecomposition), seconds for the fit, L-BFGS iterations, seconds
+basis (``Z^T Z``, its eigendecomposition and the rotation of the rows), seconds for the fit,
+Newton iterations and Hessian-vector products (conjugate-gradient steps, most of the work), seconds
 per iteration, the fit's process CPU seconds (on a shared machine wall time mostly measures the
 neighbours), whether it converged, and peak memory (host RSS; on CUDA also the device's peak
 allocation). With ``--max-iter`` small, a fit stops early and the table gives the time per
-iteration to extrapolate from (a full fit takes tens of iterations; see ``n_iter``).
+iteration to extrapolate from (a full fit takes about ten Newton iterations; see ``n_iter``). The
+Newton step keeps the n x k class probabilities of its point (float32), the one memory term that
+grows with n beyond the data.
 """
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ def bench_one(n: int, dim: int, classes: int, device: str = "cpu", C: float = 1.
     fit_s, fit_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     row = {"n": n, "dim": dim, "classes": classes, "device": str(dev), "threads": torch.get_num_threads(),
            "block_rows": problem.block_rows, "basis_s": round(basis_s, 3), "fit_s": round(fit_s, 3), "fit_cpu_s": round(fit_cpu_s, 3),
-           "n_iter": sol.n_iter, "s_per_iter": round(fit_s / max(sol.n_iter, 1), 4), "converged": sol.converged,
+           "n_iter": sol.n_iter, "n_hess": sol.n_hess, "s_per_iter": round(fit_s / max(sol.n_iter, 1), 4), "converged": sol.converged,
            "grad_max": float(f"{sol.grad_max:.3g}"), "peak_rss_mb": round(peak_rss_mb())}
     if dev.type == "cuda":
         row["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20)

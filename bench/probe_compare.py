@@ -3,8 +3,9 @@ the torch probe, the old scikit-learn setting, and scikit-learn run to convergen
 
 ``python -m featbench.probe_compare NEW_RUN OLD_RUN REF_RUN`` prints one Markdown row per record
 (matched on task, trial, extractor, layer, method, classifier): chosen C and top-1 of each, the
-fit seconds, then the summary the issue asks for: chosen C equal to the reference on what share
-of records, the largest |top-1 difference| to the reference (points), and the fit_s sums and
+fit seconds, then the summary the issue asks for: how many new fits converged, whether the
+agreement bar is met (chosen C equal to the reference on at least 90 % of records, top-1 within
+0.5 point on every record), chosen C equal to the reference on what share of records, the largest |top-1 difference| to the reference (points), and the fit_s sums and
 their ratio old / new. fit_s is wall time: compare runs made under the same load.
 """
 from __future__ import annotations
@@ -14,6 +15,8 @@ import sys
 from pathlib import Path
 
 KEY = ("task", "trial", "extractor", "layer", "method", "classifier")
+#: the agreement the torch solver must show with scikit-learn run to convergence (issue 16)
+AGREE_SAME_C, AGREE_TOP1_POINTS = 0.9, 0.5
 
 
 def load(run_dir: Path) -> dict[tuple, dict]:
@@ -39,7 +42,12 @@ def compare(new_dir: Path, old_dir: Path, ref_dir: Path) -> str:
     same_c = {name: sum(run[k]["C"] == ref[k]["C"] for k in keys) / len(keys) for name, run in (("new", new), ("old", old))}
     worst = {name: max(abs(run[k]["top1"] - ref[k]["top1"]) for k in keys) * 100 for name, run in (("new", new), ("old", old))}
     fit = {name: sum(run[k]["fit_s"] for k in keys) for name, run in (("new", new), ("old", old), ("ref", ref))}
-    lines += ["", f"records: {len(keys)}; chosen C equal to the converged reference: new {100 * same_c['new']:.0f} %, "
+    converged = sum(bool(new[k].get("converged")) for k in keys)
+    agrees = same_c["new"] >= AGREE_SAME_C and worst["new"] <= AGREE_TOP1_POINTS
+    lines += ["", f"records: {len(keys)}; new converged on {converged}; agreement with the reference (chosen C equal on "
+              f">= {100 * AGREE_SAME_C:.0f} %, top-1 within {AGREE_TOP1_POINTS} point on every record): "
+              f"{'met' if agrees else 'NOT met'}",
+              f"chosen C equal to the converged reference: new {100 * same_c['new']:.0f} %, "
               f"old {100 * same_c['old']:.0f} %; largest |top-1 - reference|: new {worst['new']:.2f} points, "
               f"old {worst['old']:.2f} points; fit_s sums: new {fit['new']:.1f} s, old {fit['old']:.1f} s, "
               f"reference {fit['ref']:.1f} s (old / new = {fit['old'] / max(fit['new'], 1e-9):.2f})"]

@@ -36,6 +36,18 @@ def test_logreg_reaches_sklearns_optimum(C):
     np.testing.assert_allclose(sol.W.numpy(), ref.coef_.T, atol=1e-4 * max(1.0, C))
 
 
+def test_separable_data_at_large_C_converges_in_few_newton_iterations():
+    """The case L-BFGS failed on (Office amazon->webcam HOG at C=10: separable rows in their span,
+    746 iterations, unconverged): more dimensions than rows, large C. Newton reaches the tolerance
+    in tens of iterations, at an objective no higher than scikit-learn's converged one."""
+    X, y = _blobs(n=120, d=400, k=5, sep=0.3, seed=8)
+    problem = probe.Problem(X, y, 5)
+    sol = problem.solve(100.0)
+    assert sol.converged and sol.n_iter <= 30
+    ref = LogisticRegression(C=100.0, tol=1e-8, max_iter=100000).fit(X.astype(np.float64), y)
+    assert sol.objective <= _objective(problem, ref.coef_.T, ref.intercept_, 100.0) * (1 + 1e-6)
+
+
 @pytest.mark.parametrize("C", [1e-3, 1.0, 10.0])
 def test_svm_reaches_linearsvcs_optimum(C):
     """LinearSVC's primal (dual=False, squared hinge, its intercept penalised as a constant feature)."""
@@ -210,3 +222,23 @@ def test_gpu_check_note_carries_each_step_and_the_transfer_table(tmp_path):
     assert "| t | finetune-head:bn=train | 0.5 | 0.5 | 3 | 2 | 100 | cuda:0 |" in note
     assert len(calls) == 3 and gpu_check(tmp_path / "b", echo=lambda s: None, gpu="G", run=fake_run) == 1
     assert len(calls) == 5  # without data_root: no transfer run
+
+
+def test_probe_compare_says_whether_the_agreement_bar_is_met(tmp_path):
+    import json
+
+    from featbench.probe_compare import compare
+
+    def run(name, records):
+        (tmp_path / name).mkdir()
+        rows = [dict(task="t", trial=0, extractor=f"e{i}", layer="", method="none", classifier="logreg", n_train=10,
+                     dim=5, C=C, top1=top1, fit_s=fit_s, n_iter=3, converged=True) for i, (C, top1, fit_s) in enumerate(records)]
+        (tmp_path / name / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return tmp_path / name
+
+    ref = run("ref", [(1.0, 0.50, 9.0)] * 10)
+    good = run("good", [(1.0, 0.503, 1.0)] * 9 + [(10.0, 0.498, 1.0)])
+    bad = run("bad", [(1.0, 0.50, 1.0)] * 9 + [(10.0, 0.51, 1.0)])  # one record a point away
+    old = run("old", [(0.1, 0.45, 2.0)] * 10)
+    assert "new converged on 10; agreement" in compare(good, old, ref) and "): met" in compare(good, old, ref)
+    assert "): NOT met" in compare(bad, old, ref) and "old / new = 2.00" in compare(good, old, ref)

@@ -38,6 +38,7 @@ Every random choice is seeded from ``seed``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -55,7 +56,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from featbench import probe
 from featbench.errors import FeatbenchError
@@ -110,10 +111,16 @@ class Evaluation:
     model: Any = None  # the fitted model: scikit-learn pipeline (standardise, RowSpan, linear model) or _TorchPath
 
 
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    """The loaded BLAS/OpenMP libraries, found once (a search per call cost ~10 ms, more than a small fit)."""
+    return ThreadpoolController()
+
+
 def _blas_threads_for(flops: float):
     """One BLAS thread for small products (as :meth:`featbench.probe.Problem.threads_for_size`):
     below ~1 GFLOP, thread start-up and, on a shared machine, spinning threads cost more than they save."""
-    return threadpool_limits(1 if flops < 1e9 else None)
+    return _threadpools().limit(limits=1 if flops < 1e9 else None)
 
 
 class RowSpan(TransformerMixin, BaseEstimator):
@@ -311,7 +318,7 @@ def _fold_scores(X, y, train, valid, c_grid, st: _Settings) -> tuple[list[float]
         Z_valid = path.transform(X[valid])
         for C in sorted(c_grid):
             converged &= path.fit(C).converged
-            scores[C] = accuracy_score(y[valid], path.predict(Z_valid))
+            scores[C] = float(np.mean(path.predict(Z_valid) == y[valid]))  # accuracy (sklearn's check costs more)
         return [scores[C] for C in c_grid], converged
     prep = make_pipeline(StandardScaler(), RowSpan()).fit(X[train])
     Z_train, Z_valid = (prep.transform(X[rows]).astype(st.sklearn_dtype) for rows in (train, valid))
@@ -319,7 +326,7 @@ def _fold_scores(X, y, train, valid, c_grid, st: _Settings) -> tuple[list[float]
     for C in sorted(c_grid):  # small C first: each fit starts from the smoother previous solution
         model.set_params(C=C).fit(Z_train, y[train])
         converged &= _sklearn_iterations(model) < st.max_iter
-        scores[C] = accuracy_score(y[valid], model.predict(Z_valid))
+        scores[C] = float(np.mean(model.predict(Z_valid) == y[valid]))
     return [scores[C] for C in c_grid], converged
 
 

@@ -235,8 +235,8 @@ def init_head_from_probe(net: torch.nn.Module, head_name: str, items, labels, n_
     """LP-FT (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features"): start the new
     head at the linear probe's solution instead of at random. The head's inputs for the training
     items (evaluation transform, network in eval mode) are fitted with featbench's logistic
-    regression (C by the usual CV; scikit-learn's solver, whose pipeline gives the weights in the
-    original feature space), and the weights are copied into the head. Few fine-tuning steps on
+    regression (C by the usual CV, the default solver; its weights mapped back to the original
+    feature space), and the weights are copied into the head. Few fine-tuning steps on
     little data then start from the probe's accuracy instead of from chance."""
     from featbench.classifier import fit_evaluate, original_space_weights
 
@@ -254,7 +254,7 @@ def init_head_from_probe(net: torch.nn.Module, head_name: str, items, labels, n_
     finally:
         hook.remove()
     X, y = np.concatenate(inputs).reshape(len(items), -1), np.asarray(labels)
-    model = fit_evaluate(X, y, X, y, kind="logreg", seed=seed, solver="sklearn").model
+    model = fit_evaluate(X, y, X, y, kind="logreg", seed=seed).model
     W, b = original_space_weights(model)
     full_W, full_b = np.zeros((n_classes, X.shape[1])), np.full(n_classes, -1e4)  # classes absent here: never predicted
     present = np.unique(y)

@@ -128,7 +128,7 @@ def test_probe_head_init_starts_at_the_linear_probes_predictions():
     hook = net.get_submodule(head).register_forward_pre_hook(lambda _m, a: feats.append(a[0].detach().numpy()))
     predicted = _predict(net, _loader(ims, y, eval_tf, 64, False, 0, 0), torch.device("cpu"))
     hook.remove()
-    probe = fit_evaluate(np.concatenate(feats), np.array(y), np.concatenate(feats), np.array(y), seed=0, solver="sklearn")
+    probe = fit_evaluate(np.concatenate(feats), np.array(y), np.concatenate(feats), np.array(y), seed=0)
     assert np.array_equal(predicted, probe.y_pred)
     res = finetune_evaluate(cnn, "finetune-head", ims, y, ims[:6], y[:6], 3, seed=0,
                             recipe={"epochs": 1, "head_init": "probe"})

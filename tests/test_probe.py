@@ -242,3 +242,22 @@ def test_probe_compare_says_whether_the_agreement_bar_is_met(tmp_path):
     old = run("old", [(0.1, 0.45, 2.0)] * 10)
     assert "new converged on 10; agreement" in compare(good, old, ref) and "): met" in compare(good, old, ref)
     assert "): NOT met" in compare(bad, old, ref) and "old / new = 2.00" in compare(good, old, ref)
+
+
+@pytest.mark.parametrize("d", [300, 20])
+def test_torch_paths_features_are_the_scikit_learn_pipelines(d):
+    """The torch path standardises and projects through the Gram matrix; the rows it gives have the
+    same inner products as StandardScaler + RowSpan's (the span's basis may differ by a rotation)."""
+    from sklearn.pipeline import make_pipeline
+
+    from featbench.classifier import RowSpan, _SpanFeatures
+
+    rng = np.random.default_rng(9)
+    X, X_new = (rng.normal(size=(n, d)).astype(np.float32) * rng.uniform(0.5, 3, d) + 2 for n in (60, 25))
+    ours = _SpanFeatures(X)
+    ref = make_pipeline(StandardScaler(), RowSpan()).fit(X)
+    A, B = ours.train.astype(np.float64), ours.transform(X_new).astype(np.float64)
+    Ar, Br = (ref.transform(Z).astype(np.float64) for Z in (X, X_new))
+    assert ours.orthogonal == (d > 60) and A.shape == Ar.shape
+    np.testing.assert_allclose(A @ A.T, Ar @ Ar.T, atol=1e-3 * d)
+    np.testing.assert_allclose(B @ A.T, Br @ Ar.T, atol=1e-3 * d)

@@ -95,6 +95,9 @@ class Extractor:
     version: ClassVar[str] = "1"
     family: ClassVar[str] = "classical"  # "cnn" or "classical"; used to group report rows
     params: ClassVar[dict[str, Any]] = {}
+    #: Parameters added after features were cached and published: left out of ``config`` (hence
+    #: the cache key) while at their default, which reproduces the earlier features exactly.
+    later_params: ClassVar[frozenset[str]] = frozenset()
     #: True when ``fit`` learns state from training images (the cache key then includes them).
     learns: ClassVar[bool] = False
     #: True when ``transform`` accepts a ``device`` (torch) and benefits from batching.
@@ -119,7 +122,8 @@ class Extractor:
 
     @property
     def config(self) -> ExtractorConfig:
-        items = tuple(sorted((k, _jsonable(v)) for k, v in self.get_params().items()))
+        items = tuple(sorted((k, _jsonable(v)) for k, v in self.get_params().items()
+                             if not (k in self.later_params and v == self.params[k])))
         return ExtractorConfig(self.name, str(self.version), items)
 
     @property

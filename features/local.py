@@ -26,7 +26,9 @@ Methods
   Computing the same descriptors with ``cv2.SIFT.compute`` on a keypoint grid is several
   times slower (README, "Measured design choices"), and it ties the smoothing to SIFT's
   pyramid rather than to the bin size. Both agree in layout and orientation convention (see
-  the tests).
+  the tests). Sizes differ in meaning: an OpenCV keypoint of ``size`` s has bins 1.5 s px
+  wide, so "dense SIFT at 16 px" written with ``cv2.KeyPoint(x, y, 16)`` is ``sizes=24`` here
+  (a 96 px patch), not ``sizes=4`` (16 px).
   Descriptors are L2-normalised, clipped at 0.2 and renormalised (Lowe). Windows with
   almost no gradient energy (below PHOW's contrast threshold) are *flat*; ``flat`` says what
   becomes of them:
@@ -38,11 +40,10 @@ Methods
   - ``keep``: no threshold; every window is normalised as it is, noise included, which is
     what ``cv2.SIFT.compute`` on a grid does (only an exactly constant window stays zero).
 
-  Under a shift from photos to drawings the choice matters: 2-4 % of a PACS photo's windows
-  are flat, but 12-27 % of a cartoon's and 31-56 % of a sketch's (white paper), so with
-  ``zero`` the blank word, nearly constant on the photos a classifier is trained on, takes
-  values on drawings far outside anything seen in training (README, "Classical pipelines
-  under strong domain shift").
+  Flat windows are rare in photos and common in drawings: 2-4 % of a PACS photo's windows,
+  12-27 % of a cartoon's, 31-56 % of a sketch's (white paper). With ``zero`` the blank word's
+  share follows that; on PACS it is still not what makes the default pyramid fail from photos
+  to drawings (the patch size is; README, "Classical pipelines under strong domain shift").
 * ``surf`` / ``surf-dense``: Fast-Hessian keypoints or a dense grid, described by
   :mod:`featbench.features.surf` (OpenCV's pip builds have no SURF). Dense SURF is
   upright, like dense SIFT.

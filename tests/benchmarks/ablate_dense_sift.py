@@ -4,11 +4,11 @@
         --variants 'default;flat=drop;...' [--seed 0]
 
 Each variant is a set of ``sift-dense-bow-spm`` options (``default`` = none) plus two switches
-this script adds to look inside the encoding, ``region_norm=true`` (each pyramid region's histogram
-normalised on its own, as the plain script does, instead of featbench's division of every level by
-the image's descriptor count) and ``region_norm`` off. Descriptors are computed once per local
-stage (``LocalStage.key``) and kept in memory while consecutive variants share it, so variants that change only the encoding cost
-k-means and encoding only. The codebook sample follows ``LocalEncodingExtractor.fit`` (the same
+this script adds: ``region_norm=true`` (each pyramid region's histogram normalised on its own, as
+the plain script does, instead of featbench's division of every level by the image's descriptor
+count) and ``C=VALUE`` (C fixed instead of chosen by cross-validation). Descriptors are computed
+once per local stage (``LocalStage.key``) and kept in memory while consecutive variants share it,
+so variants that change only the encoding cost k-means and encoding only. The codebook sample follows ``LocalEncodingExtractor.fit`` (the same
 seeded per-image sample and cap) and the classifier is featbench's own ``fit_evaluate`` (C by
 3-fold CV over ``C_GRID``), so a ``default`` row equals ``featbench run``'s number.
 Prints one line per variant and target: top-1 %, the chosen C, and the most predicted class's share.
@@ -21,7 +21,7 @@ from collections import Counter
 
 import numpy as np
 
-from featbench.classifier import fit_evaluate
+from featbench.classifier import C_GRID, fit_evaluate
 from featbench.datasets.folder import read_dataset
 from featbench.features import create
 from featbench.features.encodings import (MAX_POINTS_PER_CLUSTER, finest_cells, homogeneous_kernel_map,
@@ -61,6 +61,7 @@ def main() -> None:
         t0 = time.perf_counter()
         opts = dict(o.split("=") for o in variant.split(",") if "=" in o)
         region_norm = opts.pop("region_norm", "false") == "true"
+        c_grid = (float(opts.pop("C")),) if "C" in opts else C_GRID
         spec = args.base + (":" + ",".join(f"{k}={v}" for k, v in opts.items()) if opts else "")
         ex = create(spec)
         stage = ex.stage
@@ -81,7 +82,7 @@ def main() -> None:
         for name, recs in targets.items():
             X_test = np.stack([encode(cache[r.uid]) for r in recs])
             y_test = np.array([r.label for r in recs])
-            ev = fit_evaluate(X_train, y_train, X_test, y_test, seed=args.seed)
+            ev = fit_evaluate(X_train, y_train, X_test, y_test, seed=args.seed, c_grid=c_grid)
             top_class, top_n = Counter(ev.y_pred).most_common(1)[0]
             print(f"{variant:55s} {args.source}->{name:8s} top-1 {100 * ev.top1:5.1f}  C={ev.C:g}  "
                   f"most predicted {top_class} {100 * top_n / len(recs):.0f} %  dim {X_train.shape[1]}  "

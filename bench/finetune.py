@@ -53,7 +53,7 @@ FINETUNING.register("finetune-all", "all",
 RECIPE: dict[str, Any] = {
     "optimizer": "adamw", "lr_head": 1e-3, "backbone_lr_factor": 0.1, "weight_decay": 0.05,
     "schedule": "warmup1-cosine", "epochs": 10, "batch_size": 32, "rrc_scale": (0.35, 1.0),
-    "flip": True, "bn": "eval", "holdout": 0.2,
+    "flip": True, "bn": "eval", "holdout": 0.2, "head_init": "random",
 }
 
 
@@ -61,7 +61,7 @@ RECIPE: dict[str, Any] = {
 #: type each must have; the rest of :data:`RECIPE` is the recipe's fixed shape.
 RECIPE_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "epochs": int, "batch_size": int, "lr_head": (int, float), "backbone_lr_factor": (int, float),
-    "weight_decay": (int, float), "bn": str, "holdout": (int, float), "flip": bool,
+    "weight_decay": (int, float), "bn": str, "holdout": (int, float), "flip": bool, "head_init": str,
 }
 
 
@@ -89,6 +89,9 @@ def parse_finetune(spec: str) -> tuple[str, dict[str, Any]]:
         raise FeatbenchError(f"classifier '{spec}': bn must be 'eval' (frozen statistics) or 'train', not {overrides['bn']!r}")
     if overrides.get("epochs", 1) < 1 or overrides.get("batch_size", 1) < 1:
         raise FeatbenchError(f"classifier '{spec}': epochs and batch_size must be at least 1")
+    if overrides.get("head_init", "random") not in ("random", "probe"):
+        raise FeatbenchError(f"classifier '{spec}': head_init must be 'random' or 'probe' (the linear probe's "
+                             f"weights, i.e. LP-FT), not {overrides['head_init']!r}")
     if not 0 <= overrides.get("holdout", 0) < 1:
         raise FeatbenchError(f"classifier '{spec}': holdout must be in [0, 1)")
     return name, overrides
@@ -227,6 +230,40 @@ def _predict(net, loader, device) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
+def init_head_from_probe(net: torch.nn.Module, head_name: str, items, labels, n_classes: int, eval_tf,
+                         device: torch.device, seed: int) -> None:
+    """LP-FT (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features"): start the new
+    head at the linear probe's solution instead of at random. The head's inputs for the training
+    items (evaluation transform, network in eval mode) are fitted with featbench's logistic
+    regression (C by the usual CV; scikit-learn's solver, whose pipeline gives the weights in the
+    original feature space), and the weights are copied into the head. Few fine-tuning steps on
+    little data then start from the probe's accuracy instead of from chance."""
+    from featbench.classifier import fit_evaluate, original_space_weights
+
+    head = net.get_submodule(head_name)
+    if not isinstance(head, torch.nn.Linear):
+        raise FeatbenchError(f"head_init=probe needs a linear classifier module, not {type(head).__name__} "
+                             f"('{head_name}')")
+    inputs: list[np.ndarray] = []
+    hook = head.register_forward_pre_hook(lambda _m, args: inputs.append(args[0].detach().float().cpu().numpy()))
+    try:
+        net.eval()
+        with torch.inference_mode(), _autocast(device):
+            for x, _ in _loader(items, labels, eval_tf, 64, False, seed, 0):
+                net(x.to(device))
+    finally:
+        hook.remove()
+    X, y = np.concatenate(inputs).reshape(len(items), -1), np.asarray(labels)
+    model = fit_evaluate(X, y, X, y, kind="logreg", seed=seed, solver="sklearn").model
+    W, b = original_space_weights(model)
+    full_W, full_b = np.zeros((n_classes, X.shape[1])), np.full(n_classes, -1e4)  # classes absent here: never predicted
+    present = np.unique(y)
+    full_W[present], full_b[present] = W, b
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(full_W).to(head.weight))
+        head.bias.copy_(torch.from_numpy(full_b).to(head.bias))
+
+
 def _train(cnn, kind, n_classes, items, labels, epochs, recipe, seed, device, valid=None):
     """Train a fresh copy for ``epochs``; with ``valid`` (items, labels), also return the held-out
     accuracy after every epoch. Returns (net, accuracies, images seen)."""
@@ -236,11 +273,13 @@ def _train(cnn, kind, n_classes, items, labels, epochs, recipe, seed, device, va
     new_head(net, head_name, n_classes)
     head, body = trainable_parameters(net, kind, head_name)
     net.to(device)
+    train_tf, eval_tf = transforms_for(cnn.preprocess, recipe)
+    if recipe["head_init"] == "probe":
+        init_head_from_probe(net, head_name, items, labels, n_classes, eval_tf, device, seed)
     groups = [{"params": head, "lr": recipe["lr_head"]}]
     if body:
         groups.append({"params": body, "lr": recipe["lr_head"] * recipe["backbone_lr_factor"]})
     opt = torch.optim.AdamW(groups, weight_decay=recipe["weight_decay"])
-    train_tf, eval_tf = transforms_for(cnn.preprocess, recipe)
     workers = cnn.num_workers if len(items) > recipe["batch_size"] else 0
     loader = _loader(items, labels, train_tf, recipe["batch_size"], True, seed, workers)
     steps = max(1, epochs * len(loader))

@@ -24,6 +24,9 @@ Options:
 * ``size=N``: evaluate at crop ``N`` (the resize keeps the model's resize/crop ratio).
 * ``weights=``: see :mod:`.cnn_weights` (``random`` for a labelled random-init baseline).
 * ``compile=true``: ``torch.compile`` the network (a runtime choice: not part of the cache key).
+* ``draft=false``: decode JPEG files in full instead of at the reduced DCT scale described below
+  (the network then sees slightly different pixels for photos at least twice ``resize`` on their
+  shorter side; smaller images decode the same either way).
 
 Preprocessing follows the model's own metadata (torchvision's weights transforms, timm's
 ``pretrained_cfg``): shorter side resized to ``resize`` with the model's interpolation, centre
@@ -133,7 +136,7 @@ class CNN(Extractor):
     family = "cnn"
     uses_torch = True
     params = {"model": None, "layers": None, "src": None, "weights": None, "pool": None, "l2": False,
-              "aug": None, "size": None, "compile": False}
+              "aug": None, "size": None, "compile": False, "draft": True}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -179,7 +182,8 @@ class CNN(Extractor):
         """Parameters that shape the features, with the weights' sha256 in place of how they were
         named and the resolved preprocessing. Layers are left out: every output's cache key
         already carries its layer, so ``@fc6`` and ``@depth`` share the cached fc6 features."""
-        params = {k: v for k, v in self.get_params().items() if k not in ("layers", "weights", *RUNTIME_OPTIONS)}
+        params = {k: v for k, v in self.get_params().items() if k not in ("layers", "weights", *RUNTIME_OPTIONS)
+                  and not (k == "draft" and v is True)}  # the default keeps the keys made before the option existed
         params.update(src=self.source, weights=self.weights_info.identity,
                       preprocess=dataclasses.asdict(self.preprocess))
         return ExtractorConfig(self.name, str(self.version), tuple(sorted((k, _jsonable(v)) for k, v in params.items())))
@@ -194,7 +198,7 @@ class CNN(Extractor):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info.update(model=self.model, source=self.source, outputs=self.outputs, weights=self.weights_info.as_dict(),
-                    preprocess={**dataclasses.asdict(self.preprocess), "jpeg_draft": True},
+                    preprocess={**dataclasses.asdict(self.preprocess), "jpeg_draft": bool(self.draft)},
                     runtime={"device": self.device, "batch_size": self.batch_size, "num_workers": self.num_workers,
                              "threads": self.threads, "compile": self.compile})
         if self._network is not None:
@@ -355,7 +359,7 @@ class CNN(Extractor):
         workers = self.num_workers if len(items) > per_batch else 0
         context = "fork" if workers and "fork" in multiprocessing.get_all_start_methods() else None
         return torch.utils.data.DataLoader(
-            ViewsDataset(items, self.preprocess, self.aug), batch_size=per_batch, shuffle=False, num_workers=workers,
+            ViewsDataset(items, self.preprocess, self.aug, bool(self.draft)), batch_size=per_batch, shuffle=False, num_workers=workers,
             collate_fn=collate_views, pin_memory=torch.device(self.device).type == "cuda",
             multiprocessing_context=context)
 
@@ -405,7 +409,7 @@ class CNN(Extractor):
         dev = nw.device
 
         def decode(blob: bytes, rec: Any) -> np.ndarray:
-            return np.asarray(decode_reduced(io.BytesIO(blob), prep.resize))
+            return np.asarray(decode_reduced(io.BytesIO(blob), prep.resize if self.draft else None))
 
         def preprocess(images):
             batch = torch.from_numpy(np.stack([prepare_views(im, prep, aug) for im in images]))

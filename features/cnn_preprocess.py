@@ -64,12 +64,12 @@ def model_preprocess(model: str, src: str, tv_weights: str | None = None) -> Pre
 MAX_ASPECT = 8
 
 
-def decode_reduced(path: str, min_side: int) -> Image.Image:
+def decode_reduced(path: str, min_side: int | None) -> Image.Image:
     """Decode an image file like :func:`featbench.datasets.images.read_image` (the same checks: a
     regular file, the pixel budget), but let JPEG's DCT scaling shrink it by up to 8x as long as
-    the shorter side stays >= ``min_side``."""
+    the shorter side stays >= ``min_side`` (``None``: full decoding)."""
     with open_image(read_file_bytes(path), path) as img:
-        if img.format == "JPEG":
+        if img.format == "JPEG" and min_side is not None:
             w, h = img.size
             scale = min_side / min(w, h)
             img.draft(None, (math.ceil(w * scale), math.ceil(h * scale)))
@@ -90,7 +90,7 @@ def trim_strip(img: Image.Image, prep: Preprocess) -> Image.Image:
     return img.crop((0, (h - keep) // 2, w, (h - keep) // 2 + keep))
 
 
-def load_image(item: Any, min_side: int) -> Image.Image:
+def load_image(item: Any, min_side: int | None) -> Image.Image:
     """An item as a PIL RGB image: an RGB uint8 array, or a record with ``.load()``. A record
     that is a plain file on disk (``path`` set, no custom ``loader``) is decoded reduced."""
     if isinstance(item, np.ndarray):
@@ -111,18 +111,19 @@ def view_transforms(prep: Preprocess):
             v2.FiveCrop(prep.crop))
 
 
-def prepare_views(item: Any, prep: Preprocess, aug: str | None) -> np.ndarray:
+def prepare_views(item: Any, prep: Preprocess, aug: str | None, draft: bool = True) -> np.ndarray:
     """The crops the network sees for one item: ``uint8 [views, crop, crop, 3]``.
 
     torchvision's ``Resize(resize)`` (shorter side to ``resize``; both sides with ``squash``) and
     ``CenterCrop(crop)`` (black padding when the crop is larger than the image) on the PIL image;
     ``flip`` adds the mirror; ``10crop`` the centre crop, the four corner crops (``FiveCrop``) and
     their mirrors, in that order. Strips beyond ``MAX_ASPECT``:1 are cut first (:func:`trim_strip`).
+    ``draft`` lets a large JPEG decode reduced (:func:`decode_reduced`); off, it decodes in full.
     """
     from torchvision.transforms.v2 import functional as F
 
     resize, center_crop, five_crop = view_transforms(prep)
-    img = resize(trim_strip(load_image(item, prep.resize), prep))
+    img = resize(trim_strip(load_image(item, prep.resize if draft else None), prep))
     crops = [center_crop(img)]
     if aug == "10crop":  # corners of the image padded (as CenterCrop pads) to at least the crop
         w, h = img.size
@@ -138,15 +139,15 @@ class ViewsDataset(torch.utils.data.Dataset):
     """Items -> ``(index, views, None)``, or ``(index, None, message)`` for an image that does not
     decode: the main process learns which image failed and why, not a worker's traceback."""
 
-    def __init__(self, items: Sequence[Any], prep: Preprocess, aug: str | None) -> None:
-        self.items, self.prep, self.aug = items, prep, aug
+    def __init__(self, items: Sequence[Any], prep: Preprocess, aug: str | None, draft: bool = True) -> None:
+        self.items, self.prep, self.aug, self.draft = items, prep, aug, draft
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str | None]:
         try:
-            return i, prepare_views(self.items[i], self.prep, self.aug), None
+            return i, prepare_views(self.items[i], self.prep, self.aug, self.draft), None
         except ImageDecodeError as exc:
             return i, None, str(exc)
 

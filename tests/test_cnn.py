@@ -305,6 +305,18 @@ def test_jpeg_records_are_decoded_reduced_but_close(tmp_path):
     reduced = cnn.prepare_views(rec, prep, None).astype(float)
     full = cnn.prepare_views(rec.load(), prep, None).astype(float)
     assert np.abs(reduced - full).mean() < 2.0
+    assert cnn.decode_reduced(str(path), None).size == (800, 800)
+    assert np.array_equal(cnn.prepare_views(rec, prep, None, draft=False), cnn.prepare_views(rec.load(), prep, None))
+
+
+def test_draft_option_keys_only_full_decoding_apart():
+    """``draft=false`` is another feature set (its own cache key); the default keeps the keys that
+    every cache and record made before the option existed."""
+    default, on, off = (create(f"cnn:squeezenet1_0{o}") for o in ("", ":draft=true", ":draft=false"))
+    assert default.config.key == on.config.key != off.config.key
+    assert "draft" not in dict(default.config.params) and dict(off.config.params)["draft"] is False
+    assert off.spec == "cnn:squeezenet1_0:draft=false" and default.spec == "cnn:squeezenet1_0"
+    assert off.describe()["preprocess"]["jpeg_draft"] is False
 
 
 def test_cuda_requested_without_cuda_fails():

@@ -264,6 +264,31 @@ def test_memo_bridges_fit_and_transform_without_changing_features(photos):
     assert len(bounded.fit(photos[:4], seed=0)._memo) == 0
 
 
+def test_nearest_words_do_not_depend_on_the_chunk_size():
+    _, x = _random_descriptors(n=2500, d=32)
+    centroids = x[::25].copy()
+    words = E.nearest(x, centroids)
+    assert words.shape == (2500,) and (words[::25] == np.arange(100)).all()
+    for chunk in (1, 7, 1024, 8192):
+        assert np.array_equal(E.nearest(x, centroids, chunk=chunk), words)
+
+
+def test_one_thread_describes_in_the_callers_thread(photos, monkeypatch):
+    """A Ray worker given one CPU gets threads=1: it must keep one core busy, not start a
+    describing thread beside its encoding one; the features stay the same."""
+    import featbench.features.classical as C
+
+    ex = _tiny("sift-dense-bow").fit(photos[:4], seed=0)
+    pooled = ex.transform(photos)
+    ex.configure_runtime(threads=1)
+
+    def no_pool(*a, **k):
+        raise AssertionError("threads=1 started a thread pool")
+
+    monkeypatch.setattr(C, "ThreadPoolExecutor", no_pool)
+    assert np.array_equal(ex.transform(photos), pooled)
+
+
 @pytest.mark.parametrize("name", CLASSICAL)
 def test_every_extractor_fits_and_transforms(name, photos):
     ex = _tiny(name).fit(photos[:5], seed=0)

@@ -11,7 +11,8 @@ from featbench.datasets.learning_curve import TrainSubsample, curve_size_of, cur
 from featbench.datasets.protocols import make_protocol
 from featbench.errors import FeatbenchError
 from featbench.features import create
-from featbench.finetune import finetune_evaluate, last_stage, new_head, parse_finetune, trainable_parameters
+from featbench.finetune import (RECIPE, _predict, _loader, finetune_evaluate, init_head_from_probe, last_stage, new_head,
+                                parse_finetune, trainable_parameters, transforms_for)
 from featbench.reports import build_report
 from featbench.runner import RunOptions, Runner
 from featbench.suite import Suite, TaskSpec, parse_suite
@@ -108,6 +109,32 @@ def test_finetune_is_seeded_and_records_its_recipe():
     assert a.train_s > 0 and a.train_img_per_s > 0 and a.device == "cpu"
     one = finetune_evaluate(cnn, "finetune-all", ims[:3], y[:3], ims[:3], y[:3], 3, seed=0, recipe=recipe)
     assert np.isnan(one.evaluation.cv_score) and one.epochs == 2  # one image per class: nothing held out
+
+
+def test_probe_head_init_starts_at_the_linear_probes_predictions():
+    """LP-FT: before any step, the network with head_init=probe predicts what featbench's logistic
+    regression predicts on the same pooled features."""
+    from featbench.classifier import fit_evaluate
+
+    cnn = create(SMALL_CNN)
+    cnn.configure_runtime(device="cpu")
+    ims, y = _images(18, seed=3), [i % 3 for i in range(18)]
+    net = cnn.pretrained_model()
+    head = cnn.classifier_module_name(net)
+    new_head(net, head, 3)
+    _, eval_tf = transforms_for(cnn.preprocess, RECIPE)
+    init_head_from_probe(net, head, ims, y, 3, eval_tf, torch.device("cpu"), seed=0)
+    feats = []
+    hook = net.get_submodule(head).register_forward_pre_hook(lambda _m, a: feats.append(a[0].detach().numpy()))
+    predicted = _predict(net, _loader(ims, y, eval_tf, 64, False, 0, 0), torch.device("cpu"))
+    hook.remove()
+    probe = fit_evaluate(np.concatenate(feats), np.array(y), np.concatenate(feats), np.array(y), seed=0, solver="sklearn")
+    assert np.array_equal(predicted, probe.y_pred)
+    res = finetune_evaluate(cnn, "finetune-head", ims, y, ims[:6], y[:6], 3, seed=0,
+                            recipe={"epochs": 1, "head_init": "probe"})
+    assert res.recipe["head_init"] == "probe" and parse_finetune("finetune-all:head_init=probe")[1] == {"head_init": "probe"}
+    with pytest.raises(FeatbenchError, match="head_init must be"):
+        parse_finetune("finetune-all:head_init=zeros")
 
 
 def test_finetune_refuses_other_extractors():

@@ -120,10 +120,13 @@ class Extractor:
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.params}
 
+    def keyed_params(self) -> dict[str, Any]:
+        """The parameters that identify the features: all of them, less ``later_params`` at their default."""
+        return {k: v for k, v in self.get_params().items() if not (k in self.later_params and v == self.params[k])}
+
     @property
     def config(self) -> ExtractorConfig:
-        items = tuple(sorted((k, _jsonable(v)) for k, v in self.get_params().items()
-                             if not (k in self.later_params and v == self.params[k])))
+        items = tuple(sorted((k, _jsonable(v)) for k, v in self.keyed_params().items()))
         return ExtractorConfig(self.name, str(self.version), items)
 
     @property

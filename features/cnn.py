@@ -137,6 +137,7 @@ class CNN(Extractor):
     uses_torch = True
     params = {"model": None, "layers": None, "src": None, "weights": None, "pool": None, "l2": False,
               "aug": None, "size": None, "compile": False, "draft": True}
+    later_params = frozenset({"draft"})  # the default (reduced JPEG decoding) keeps the keys made before it
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -182,8 +183,7 @@ class CNN(Extractor):
         """Parameters that shape the features, with the weights' sha256 in place of how they were
         named and the resolved preprocessing. Layers are left out: every output's cache key
         already carries its layer, so ``@fc6`` and ``@depth`` share the cached fc6 features."""
-        params = {k: v for k, v in self.get_params().items() if k not in ("layers", "weights", *RUNTIME_OPTIONS)
-                  and not (k == "draft" and v is True)}  # the default keeps the keys made before the option existed
+        params = {k: v for k, v in self.keyed_params().items() if k not in ("layers", "weights", *RUNTIME_OPTIONS)}
         params.update(src=self.source, weights=self.weights_info.identity,
                       preprocess=dataclasses.asdict(self.preprocess))
         return ExtractorConfig(self.name, str(self.version), tuple(sorted((k, _jsonable(v)) for k, v in params.items())))

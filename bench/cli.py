@@ -175,9 +175,9 @@ def run(
         _nonempty("--tasks", _split(tasks) or [], "task")
         known = {t.name: t for t in s.tasks}
         s.tasks = [known.get(name, TaskSpec(name=name)) for name in _split(tasks)]
-    if extractors is not None:
-        from featbench.features.base import split_specs
+    from featbench.features.base import split_specs  # --classifiers too: not only under --extractors
 
+    if extractors is not None:
         s.extractors = _nonempty("--extractors", split_specs(extractors), "extractor")
     if classifiers is not None:
         s.classifiers = _nonempty("--classifiers", split_specs(classifiers), "classifier")

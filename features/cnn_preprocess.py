@@ -3,9 +3,9 @@
 Runs in the DataLoader's worker processes (:class:`ViewsDataset`), so it holds no torch module
 state. :class:`Preprocess` comes from the model's own metadata (:func:`model_preprocess`:
 torchvision's weights transforms, timm's ``resolve_data_config``); the resize, centre crop and
-ten-crop are torchvision's v2 transforms on PIL images (:func:`prepare_views`). A JPEG file is
-decoded at a reduced DCT scale when that still leaves at least ``resize`` pixels on its shorter
-side (PIL ``draft``, :func:`decode_reduced`).
+ten-crop are torchvision's v2 transforms on PIL images (:func:`prepare_views`). With ``draft``
+(the extractor's ``draft=true``) a JPEG file is decoded at a reduced DCT scale when that still
+leaves at least ``resize`` pixels on its shorter side (PIL ``draft``, :func:`decode_reduced`).
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def view_transforms(prep: Preprocess):
             v2.FiveCrop(prep.crop))
 
 
-def prepare_views(item: Any, prep: Preprocess, aug: str | None, draft: bool = True) -> np.ndarray:
+def prepare_views(item: Any, prep: Preprocess, aug: str | None, draft: bool = False) -> np.ndarray:
     """The crops the network sees for one item: ``uint8 [views, crop, crop, 3]``.
 
     torchvision's ``Resize(resize)`` (shorter side to ``resize``; both sides with ``squash``) and
@@ -139,7 +139,7 @@ class ViewsDataset(torch.utils.data.Dataset):
     """Items -> ``(index, views, None)``, or ``(index, None, message)`` for an image that does not
     decode: the main process learns which image failed and why, not a worker's traceback."""
 
-    def __init__(self, items: Sequence[Any], prep: Preprocess, aug: str | None, draft: bool = True) -> None:
+    def __init__(self, items: Sequence[Any], prep: Preprocess, aug: str | None, draft: bool = False) -> None:
         self.items, self.prep, self.aug, self.draft = items, prep, aug, draft
 
     def __len__(self) -> int:

@@ -77,10 +77,16 @@ class Anchor:
     #: for a domain shift, ``SOURCE->TARGET`` exactly as the task writes it (a ``#LABEL``ed task, run
     #: under another protocol, does not match); '' for a task that is not a shift
     shift: str = ""
+    #: training images per class of the published protocol: a learning-curve point (``TASK#n=N``)
+    #: matches only at that N; None: no curve point matches
+    train_per_class: int | None = None
 
     def matches(self, task: str, anchors_key: str) -> bool:
         """Whether this anchor applies to ``task``, whose dataset has ``anchors_key``."""
         if anchors_key not in self.datasets:
+            return False
+        _, curve, n = str(task).partition("#n=")
+        if curve and (self.train_per_class is None or n != str(self.train_per_class)):
             return False
         return not self.shift or str(task).partition(":")[2] == self.shift
 
@@ -92,7 +98,7 @@ def task_keys(agg: pd.DataFrame) -> dict[str, str]:
 
 ANCHORS: list[Anchor] = [
     Anchor(
-        datasets=("caltech101",), dataset="Caltech-101", family="object", kind="cnn",
+        datasets=("caltech101",), dataset="Caltech-101", family="object", kind="cnn", train_per_class=30,
         what="DeCAF6 + SVM (with dropout)", value=86.91, std=0.7, metric="mean_class_acc", reference="donahue2014",
         protocol="Caltech-101, 30 training images per class, 5 random splits",
         differences="Published: the AlexNet-style DeCAF network with dropout on the feature and an SVM. featbench's "
@@ -141,14 +147,14 @@ ANCHORS: list[Anchor] = [
                     "images cropped to 1.5x the box; with part-based DPD it reaches 64.96.",
         checked=_DECAF_COPIES),
     Anchor(
-        datasets=("sun397",), dataset="SUN-397", family="scene", kind="cnn",
+        datasets=("sun397",), dataset="SUN-397", family="scene", kind="cnn", train_per_class=50,
         what="DeCAF6, linear classifier", value=40.94, std=0.3, metric="mean_class_acc", reference="donahue2014",
         protocol="SUN-397, 50 train / 50 test per class, the splits of Xiao et al.",
         differences="Same protocol only when featbench runs SUN-397 with 50/50 per class; a subset is not comparable.",
         checked="value checked against two reproductions of DeCAF's Table 4 (LogReg 40.94 ± 0.3; SVM 39.36 ± 0.3); "
                 "they disagree on whether it is the DeCAF6 or DeCAF7 column (the other is 40.84): re-read the paper"),
     Anchor(
-        datasets=("scene15",), dataset="15-Scene", family="scene", kind="classical",
+        datasets=("scene15",), dataset="15-Scene", family="scene", kind="classical", train_per_class=100,
         extractor_pattern=r"spm|pyramid", what="SIFT spatial pyramid (M=200, L=2), kernel SVM", value=81.4, std=0.5,
         metric="mean_class_acc", reference="lazebnik2006",
         protocol="15-Scene, 100 train per class, rest test, 10 random splits",
@@ -158,7 +164,7 @@ ANCHORS: list[Anchor] = [
                     "runs 5 trials, decaf-reduced 3); scene15_mini has 10 train / 10 test per class.",
         checked="NOT VERIFIED: no copy of Table 2 of the paper could be reached from this machine"),
     Anchor(
-        datasets=("indoor67",), dataset="MIT Indoor-67", family="scene", kind="cnn",
+        datasets=("indoor67",), dataset="MIT Indoor-67", family="scene", kind="cnn", train_per_class=80,
         what="OverFeat CNN + linear SVM (no augmentation)", value=58.4, metric="mean_class_acc",
         reference="razavian2014", protocol="MIT Indoor-67, 80 train / 20 test per class (Quattoni & Torralba split)",
         differences="Published with OverFeat's first fully connected layer; 69.0 with augmentation (CNNaug-SVM).",

@@ -302,21 +302,23 @@ def test_jpeg_records_are_decoded_reduced_but_close(tmp_path):
     rec = ImageRecord(uid="b", label="x", group="all", relpath="big.jpg", path=str(path))
     prep = create("cnn:squeezenet1_0").preprocess
     assert cnn.decode_reduced(str(path), prep.resize).size == (400, 400)  # 800 px / 2 still >= 256
-    reduced = cnn.prepare_views(rec, prep, None).astype(float)
+    reduced = cnn.prepare_views(rec, prep, None, draft=True).astype(float)
     full = cnn.prepare_views(rec.load(), prep, None).astype(float)
     assert np.abs(reduced - full).mean() < 2.0
     assert cnn.decode_reduced(str(path), None).size == (800, 800)
-    assert np.array_equal(cnn.prepare_views(rec, prep, None, draft=False), cnn.prepare_views(rec.load(), prep, None))
+    assert np.array_equal(cnn.prepare_views(rec, prep, None), cnn.prepare_views(rec.load(), prep, None))
 
 
-def test_draft_option_keys_only_full_decoding_apart():
-    """``draft=false`` is another feature set (its own cache key); the default keeps the keys that
-    every cache and record made before the option existed."""
+def test_draft_option_is_its_own_feature_set():
+    """``draft=true`` is another feature set (its own cache key); the default decodes in full, and
+    the extractor's version moved to 2 when it did, so features cached by version 1 (which decoded
+    large JPEGs reduced) are not taken for full-decoding ones."""
     default, on, off = (create(f"cnn:squeezenet1_0{o}") for o in ("", ":draft=true", ":draft=false"))
-    assert default.config.key == on.config.key != off.config.key
-    assert "draft" not in dict(default.config.params) and dict(off.config.params)["draft"] is False
-    assert off.spec == "cnn:squeezenet1_0:draft=false" and default.spec == "cnn:squeezenet1_0"
-    assert off.describe()["preprocess"]["jpeg_draft"] is False
+    assert default.config.key == off.config.key != on.config.key
+    assert default.config.version == "2"
+    assert "draft" not in dict(default.config.params) and dict(on.config.params)["draft"] is True
+    assert on.spec == "cnn:squeezenet1_0:draft=true" and default.spec == "cnn:squeezenet1_0"
+    assert on.describe()["preprocess"]["jpeg_draft"] is True and default.describe()["preprocess"]["jpeg_draft"] is False
 
 
 def test_cuda_requested_without_cuda_fails():

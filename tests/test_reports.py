@@ -420,3 +420,13 @@ def test_domain_matrices_keep_protocols_apart_and_drop_task_labels(tmp_path):
     assert set(mats) == {"office_caltech10 — source-only-full", "office_caltech10 — source+target"}
     for sources, targets, _, _ in mats.values():
         assert (sources, targets) == (["amazon"], ["webcam"])
+
+
+def test_learning_curve_points_meet_an_anchor_only_at_its_training_size():
+    from featbench.reports.anchors import ANCHORS, applicable
+
+    tasks = {f"caltech101#n={n}": "caltech101" for n in (1, 5, 30)} | {"caltech101": "caltech101",
+                                                                       "office_caltech10:amazon->webcam#n=5": "office-caltech10"}
+    matched = [(a.reference, t) for a, t in applicable(tasks, ANCHORS)]
+    assert ("donahue2014", "caltech101#n=30") in matched and ("donahue2014", "caltech101") in matched
+    assert not [t for _, t in matched if t.endswith(("#n=1", "#n=5"))]

@@ -77,8 +77,13 @@ def test_head_mode_trains_only_the_last_stage_and_a_new_head():
     assert net.get_classifier().out_features == 4
     trained, body = trainable_parameters(net, "finetune-head", head)
     names = {n for n, p in net.named_parameters() if p.requires_grad}
-    assert not body and names and all(n.startswith(("blocks.6", "conv_head", "bn2", "classifier")) for n in names)
+    assert names and all(n.startswith(("blocks.6", "conv_head", "bn2", "classifier")) for n in names)
     assert any(n.startswith("classifier") for n in names)
+    # the new head at the head's rate; the pretrained last stage at the backbone rate
+    by_id = {id(p): n for n, p in net.named_parameters()}
+    assert {by_id[id(p)].split(".")[0] for p in trained} == {"classifier"}
+    assert body and not any(by_id[id(p)].startswith("classifier") for p in body)
+    assert len(trained) + len(body) == len(names)
     net_all = cnn.pretrained_model()
     new_head(net_all, head, 4)
     h, b = trainable_parameters(net_all, "finetune-all", head)

@@ -138,7 +138,7 @@ class CNN(Extractor):
     uses_torch = True
     params = {"model": None, "layers": None, "src": None, "weights": None, "pool": None, "l2": False,
               "aug": None, "size": None, "compile": False, "draft": False}
-    later_params = frozenset({"draft"})  # at its default (full decoding) the keys stay as before the option
+    later_params = frozenset({"draft"})  # left out of the cache key at its default (full decoding)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -63,7 +63,7 @@ app.add_typer(cache_app, name="cache")
 results_app = typer.Typer(help="The committed results corpus (results/*.jsonl) and RESULTS.md.",
                           pretty_exceptions_enable=False)
 app.add_typer(results_app, name="results")
-published_app = typer.Typer(help="Published feature files (datasets/published_sources.toml): list and stage them.",
+published_app = typer.Typer(help="Published feature files and image subsets (datasets/published_sources.toml): list and stage them.",
                             pretty_exceptions_enable=False)
 app.add_typer(published_app, name="published")
 
@@ -175,7 +175,7 @@ def run(
         _nonempty("--tasks", _split(tasks) or [], "task")
         known = {t.name: t for t in s.tasks}
         s.tasks = [known.get(name, TaskSpec(name=name)) for name in _split(tasks)]
-    from featbench.features.base import split_specs  # --extractors and --classifiers both use it
+    from featbench.features.base import split_specs  # --classifiers too: not only under --extractors
 
     if extractors is not None:
         s.extractors = _nonempty("--extractors", split_specs(extractors), "extractor")
@@ -430,7 +430,9 @@ def published_list() -> None:
     from featbench.datasets.published import sources
 
     for name, entry in sources().items():
-        typer.echo(f"{name:32s} {entry['repo']}@{entry['commit'][:12]}  {len(entry['files'])} file(s)")
+        what = (f"{entry['per_class']} images/class x {'+'.join(entry['domains'])}" if entry.get("kind") == "images"
+                else f"{len(entry['files'])} file(s)")
+        typer.echo(f"{name:32s} {entry['repo']}@{entry['commit'][:12]}  {what}")
 
 
 @published_app.command("stage")

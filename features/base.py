@@ -95,6 +95,9 @@ class Extractor:
     version: ClassVar[str] = "1"
     family: ClassVar[str] = "classical"  # "cnn" or "classical"; used to group report rows
     params: ClassVar[dict[str, Any]] = {}
+    #: Parameters added after features were cached and published: left out of ``config`` (hence
+    #: the cache key) while at their default, which reproduces the earlier features exactly.
+    later_params: ClassVar[frozenset[str]] = frozenset()
     #: True when ``fit`` learns state from training images (the cache key then includes them).
     learns: ClassVar[bool] = False
     #: True when ``transform`` accepts a ``device`` (torch) and benefits from batching.
@@ -117,9 +120,13 @@ class Extractor:
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.params}
 
+    def keyed_params(self) -> dict[str, Any]:
+        """The parameters that identify the features: all of them, less ``later_params`` at their default."""
+        return {k: v for k, v in self.get_params().items() if not (k in self.later_params and v == self.params[k])}
+
     @property
     def config(self) -> ExtractorConfig:
-        items = tuple(sorted((k, _jsonable(v)) for k, v in self.get_params().items()))
+        items = tuple(sorted((k, _jsonable(v)) for k, v in self.keyed_params().items()))
         return ExtractorConfig(self.name, str(self.version), items)
 
     @property

@@ -12,6 +12,8 @@ Options (spec ``name:key=value,...``; defaults in the ``params`` of each class):
 * ``max_side`` (300): resize policy, see :mod:`featbench.features.local`.
 * ``root`` (true for SIFT, false for SURF): RootSIFT.
 * ``step``/``sizes`` (dense methods): grid step in px and scales (SIFT bin sizes; SURF sizes).
+* ``flat`` (dense SIFT): ``zero`` (PHOW), ``drop`` or ``keep`` low-contrast windows, see
+  :mod:`featbench.features.local`.
 * ``hessian``, ``extended`` (SURF), ``n_features`` (ORB): detector settings.
 * ``k``: codebook size / GMM components; ``levels``: spatial pyramid levels (1 = none).
 * ``max_desc`` (200): descriptors sampled per training image to fit the codebook; the
@@ -51,7 +53,7 @@ from .local import DescriptorMemo, LocalFeatures, LocalStage, image_key, load_pi
 LOOKAHEAD = 8
 DEFAULT_MEMO_BYTES = 1 << 30
 
-SIFT_DENSE = {"max_side": 300, "root": True, "step": 4, "sizes": [4, 6, 8, 10]}
+SIFT_DENSE = {"max_side": 300, "root": True, "step": 4, "sizes": [4, 6, 8, 10], "flat": "zero"}
 SIFT_SPARSE = {"max_side": 300, "root": True}
 #: Dense SURF sizes 6..15 give 16..40 px windows (20 * 1.2 * size / 9), PHOW's patch range.
 SURF_DENSE = {"max_side": 300, "root": False, "extended": False, "step": 4, "sizes": [6, 9, 12, 15]}
@@ -59,7 +61,7 @@ SURF_SPARSE = {"max_side": 300, "root": False, "extended": False, "hessian": 400
 #: ORB's own default keeps 500 keypoints; a bag of words wants more descriptors per image.
 ORB = {"max_side": 300, "n_features": 1500}
 
-_STAGE_FIELDS = ("max_side", "root", "step", "sizes", "hessian", "extended", "n_features")
+_STAGE_FIELDS = ("max_side", "root", "step", "sizes", "hessian", "extended", "n_features", "flat")
 
 
 class LocalEncodingExtractor(Extractor):
@@ -68,6 +70,7 @@ class LocalEncodingExtractor(Extractor):
     learns = True
     family = "classical"
     local_method: ClassVar[str] = ""
+    later_params = frozenset({"flat"})  # the default (zero) is what every cached record used
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

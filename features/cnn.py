@@ -138,6 +138,7 @@ class CNN(Extractor):
     uses_torch = True
     params = {"model": None, "layers": None, "src": None, "weights": None, "pool": None, "l2": False,
               "aug": None, "size": None, "compile": False, "draft": False}
+    later_params = frozenset({"draft"})  # left out of the cache key at its default (full decoding)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -183,8 +184,7 @@ class CNN(Extractor):
         """Parameters that shape the features, with the weights' sha256 in place of how they were
         named and the resolved preprocessing. Layers are left out: every output's cache key
         already carries its layer, so ``@fc6`` and ``@depth`` share the cached fc6 features."""
-        params = {k: v for k, v in self.get_params().items() if k not in ("layers", "weights", *RUNTIME_OPTIONS)
-                  and not (k == "draft" and v is False)}
+        params = {k: v for k, v in self.keyed_params().items() if k not in ("layers", "weights", *RUNTIME_OPTIONS)}
         params.update(src=self.source, weights=self.weights_info.identity,
                       preprocess=dataclasses.asdict(self.preprocess))
         return ExtractorConfig(self.name, str(self.version), tuple(sorted((k, _jsonable(v)) for k, v in params.items())))

@@ -99,6 +99,8 @@ def learning_curves(ctx: ReportContext) -> Section | None:
 def decision_rows(ctx: ReportContext) -> list[dict]:
     """Per task with fine-tuning rows: the best variant of each way, its accuracy and cost."""
     agg = ctx.agg[ctx.agg["method"] == "none"].copy()
+    if agg.empty:  # no records: str.partition of an empty column has no column 0
+        return []
     tuned = agg["classifier"].astype(str).str.partition(":")[0].isin(FINETUNE)
     if not tuned.any():
         return []

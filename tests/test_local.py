@@ -62,6 +62,42 @@ def test_flat_windows_give_zero_descriptors():
     assert len(desc) and not desc.any()
 
 
+def drawing_on_paper(margin: int = 0) -> np.ndarray:
+    """A line drawing (dark strokes on white, slight paper noise), with ``margin`` px more paper around it."""
+    rng = np.random.default_rng(3)
+    img = np.full((96, 96), 250, np.uint8)
+    cv2.circle(img, (48, 48), 30, 20, 2)
+    cv2.line(img, (20, 80), (76, 16), 20, 2)
+    img = np.pad(img, margin, constant_values=250)
+    return np.clip(img + rng.integers(-1, 2, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_flat_windows_zero_drop_or_keep():
+    """``flat``: PHOW's zero vectors, left out, or normalised as they are (OpenCV's grid SIFT)."""
+    img = drawing_on_paper(margin=32)
+    zero, drop, keep = (L.LocalStage("sift-dense", step=8, sizes=(4,), root=True, flat=f).compute(img)
+                        for f in ("zero", "drop", "keep"))
+    blank = ~zero.desc.any(axis=1)
+    assert 0.3 < blank.mean() < 0.95  # paper is flat
+    assert np.array_equal(drop.desc, zero.desc[~blank]) and np.array_equal(drop.xy, zero.xy[~blank])
+    assert len(keep.desc) == len(zero.desc) and keep.desc.any(axis=1).all()  # paper noise, normalised
+    with pytest.raises(FeatbenchError, match="flat="):
+        L.LocalStage("sift-dense", flat="skip")
+
+
+def test_flat_option_keeps_the_keys_of_cached_features():
+    """``flat=zero`` is what every cached and published dense-SIFT feature used: adding the option
+    must not change their stage key or extractor cache key (values from before the option existed)."""
+    from featbench.features import create
+
+    assert L.LocalStage("sift-dense", root=True).key == "6d74e4c469bb37af"
+    assert create("sift-dense-bow-spm").config.key == "00c69e957cbddbe1"
+    assert create("sift-dense-bow-spm:flat=zero").config.key == "00c69e957cbddbe1"
+    assert create("sift-dense-fv").config.key == "73f9e1dc9eadab63"
+    assert create("sift-dense-bow-spm:flat=drop").config.key != "00c69e957cbddbe1"
+    assert create("sift-dense-bow-spm:flat=drop").stage.key != L.LocalStage("sift-dense", root=True).key
+
+
 def test_rootsift_properties():
     rng = np.random.default_rng(0)
     a, b = rng.random((2, 5, 128), dtype=np.float32)

@@ -302,3 +302,56 @@ def test_stage_extracts_checks_and_describes_published_files(tmp_path):
     with pytest.raises(FeatbenchError, match="sha256"):
         stage("toy", repo / ".git", tmp_path / "out2", manifest)
     assert check_staged("toy", tmp_path / "out", manifest)  # the staged copy no longer matches
+
+
+def test_stage_images_copies_a_seeded_checked_subset(tmp_path):
+    """kind = "images": per_class files of each domain/class folder at the commit, the same files for the
+    same seed, a MANIFEST.tsv the folder reader takes, and its sha256 checked against the manifest."""
+    import hashlib
+    import subprocess
+
+    from PIL import Image
+
+    from featbench.datasets.published import check_staged, stage
+
+    repo = tmp_path / "src"
+    for domain in ("photo", "sketch"):
+        for cls in ("dog", "house"):
+            (repo / "PACS" / domain / cls).mkdir(parents=True)
+            for i in range(5):
+                Image.new("RGB", (8, 8), (i * 40, len(cls) * 20, 9)).save(repo / "PACS" / domain / cls / f"{i}.png")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    manifest = tmp_path / "m.toml"
+    entry = (f'[toy]\nkind = "images"\nrepo = "o/r"\ncommit = "{commit}"\nroot = "PACS"\n'
+             f'domains = ["photo", "sketch"]\nclasses = ["dog", "house"]\nper_class = 3\nseed = SEED\n')
+    manifest.write_text(entry.replace("SEED", "0"))
+    folder = stage("toy", repo / ".git", tmp_path / "out", manifest)
+    ds = read_any(folder)
+    assert sorted(ds.groups) == ["photo", "sketch"] and ds.classes == ["dog", "house"] and len(ds.records) == 12
+    for rec in ds.records:
+        assert Path(rec.path).read_bytes() == (repo / "PACS" / rec.relpath).read_bytes()
+    digest = hashlib.sha256((folder / "MANIFEST.tsv").read_bytes()).hexdigest()
+    manifest.write_text(entry.replace("SEED", "0") + f'manifest_sha256 = "{digest}"\n')
+    assert stage("toy", repo / ".git", tmp_path / "again", manifest) and check_staged("toy", tmp_path / "again", manifest) == []
+    assert (tmp_path / "again" / "toy" / "MANIFEST.tsv").read_text() == (folder / "MANIFEST.tsv").read_text()
+    manifest.write_text(entry.replace("SEED", "1") + f'manifest_sha256 = "{digest}"\n')  # other files drawn
+    with pytest.raises(FeatbenchError, match="MANIFEST.tsv has sha256"):
+        stage("toy", repo / ".git", tmp_path / "other", manifest)
+    manifest.write_text(entry.replace("SEED", "0").replace("per_class = 3", "per_class = 9"))
+    with pytest.raises(FeatbenchError, match="fewer than per_class=9"):
+        stage("toy", repo / ".git", tmp_path / "big", manifest)
+
+
+def test_staged_pacs_subset_is_intact():
+    """The staged PACS subset (suites/drawings-shift.toml) is exactly the manifest's selection."""
+    from featbench.datasets.published import check_staged
+
+    root = Path("~/featbench-data").expanduser()
+    if not (root / "pacs_subset" / "MANIFEST.tsv").is_file():
+        pytest.skip("PACS subset not staged (featbench published stage pacs_subset --git-dir "
+                    "<MachineLearning2020/Homework3-PACS snapshot>.git --out ~/featbench-data)")
+    assert check_staged("pacs_subset", root) == []

@@ -353,8 +353,8 @@ def test_resolve_task_on_a_domain_tree(tmp_path):
 
 needs_shared = pytest.mark.skipif(not (SHARED / "datasets").is_dir(),
                                   reason=f"real-data check: {SHARED / 'datasets'} is absent")
-needs_staged = pytest.mark.skipif(not (STAGED / "caltech101" / "MANIFEST.tsv").is_file(),
-                                  reason=f"real-data check: staged full datasets absent at {STAGED}")
+needs_staged = pytest.mark.skipif(not all((STAGED / n / "MANIFEST.tsv").is_file() for n in ("caltech101", "scene15")),
+                                  reason=f"real-data check: staged caltech101 and scene15 absent at {STAGED}")
 
 
 @pytest.mark.shared
@@ -399,14 +399,17 @@ def test_shared_minis_keep_their_given_split_and_scene_duplicates_are_dropped():
 @needs_staged
 def test_staged_caltech101_and_scene15_protocols():
     roots = [str(STAGED)]
-    task = resolve_task("caltech101", roots)
+    # the staged copy has its source's train/test folders (a course's lists): without a protocol
+    # named that split is used, as for any folder; the decaf suites name caltech101-30
+    assert resolve_task("caltech101", roots).protocol.name == "given"
+    task = resolve_task("caltech101", roots, protocol="caltech101-30")
     assert task.protocol.name == "caltech101-30" and task.trials == 5
     s0, s1 = task.split(0, 0), task.split(1, 0)
     assert len(s0.train) == 3030 and len(per_class(s0.train)) == 101
     assert "BACKGROUND_Google" not in per_class(s0.train) | per_class(s0.test)
     assert max(per_class(s0.test).values()) == 50 and min(per_class(s0.test).values()) >= 1
     assert not uids(s0.train) & uids(s0.test) and uids(s0.train) != uids(s1.train)
-    task = resolve_task("scene15", roots)
+    task = resolve_task("scene15", roots, protocol="scene15-100")
     assert task.protocol.name == "scene15-100"
     s = task.split(0, 0)
     assert len(s.train) == 1500

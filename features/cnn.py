@@ -47,7 +47,6 @@ Preprocessing (decode, resize, crop, views): :mod:`.cnn_preprocess`.
 from __future__ import annotations
 
 import contextlib
-import io
 import dataclasses
 import difflib
 import multiprocessing
@@ -64,7 +63,7 @@ from featbench.errors import FeatbenchError
 
 from . import cnn_presets
 from .base import Extractor, ExtractorConfig, ParsedSpec, _format_value, _jsonable, register
-from .cnn_preprocess import (Preprocess, ViewsDataset, collate_views, decode_reduced, load_image,  # noqa: F401
+from .cnn_preprocess import (Preprocess, ViewsDataset, collate_views, decode_bytes, decode_reduced, load_image,  # noqa: F401
                              model_preprocess, prepare_views)
 from .cnn_weights import WeightsInfo, build_model, resolve_weights, torchvision_weight_names
 
@@ -401,7 +400,7 @@ class CNN(Extractor):
     def speed_stages(self, device: str) -> "OrderedDict[str, Callable[[Any], Any]]":
         """The DataLoader worker's work split in two, then the main process's, for ``featbench speed``.
 
-        decode: PIL with the JPEG draft reduction; preprocess: resize, centre crop (and views),
+        decode: PIL (with the JPEG draft reduction under ``draft=true``); preprocess: resize, centre crop (and views),
         stacked as a ``uint8`` batch (pinned on CUDA, as the DataLoader does); transfer: the batch
         to the device; extract: normalise on the device + forward pass; encode: pooling (and L2)
         of each output, copied back to the host. The network is built here, outside the timing.
@@ -410,7 +409,7 @@ class CNN(Extractor):
         dev = nw.device
 
         def decode(blob: bytes, rec: Any) -> np.ndarray:
-            return np.asarray(decode_reduced(io.BytesIO(blob), prep.resize if self.draft else None))
+            return np.asarray(decode_bytes(blob, str(getattr(rec, "path", rec)), prep.resize if self.draft else None))
 
         def preprocess(images):
             batch = torch.from_numpy(np.stack([prepare_views(im, prep, aug) for im in images]))

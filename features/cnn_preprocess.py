@@ -68,7 +68,13 @@ def decode_reduced(path: str, min_side: int | None) -> Image.Image:
     """Decode an image file like :func:`featbench.datasets.images.read_image` (the same checks: a
     regular file, the pixel budget), but let JPEG's DCT scaling shrink it by up to 8x as long as
     the shorter side stays >= ``min_side`` (``None``: full decoding)."""
-    with open_image(read_file_bytes(path), path) as img:
+    return decode_bytes(read_file_bytes(path), str(path), min_side)
+
+
+def decode_bytes(data: bytes, name: str, min_side: int | None) -> Image.Image:
+    """:func:`decode_reduced` on a file's bytes already read (``name`` for messages); ``featbench
+    speed`` times reading and decoding apart."""
+    with open_image(data, name) as img:
         if img.format == "JPEG" and min_side is not None:
             w, h = img.size
             scale = min_side / min(w, h)

@@ -7,6 +7,8 @@ SqueezeNet file (skipped when ``../shared`` is absent).
 """
 from __future__ import annotations
 
+import io
+
 import time
 from pathlib import Path
 
@@ -252,6 +254,12 @@ def test_speed_hooks_compute_the_same_features(images, squeeze):
         np.testing.assert_allclose(value[k], plain[k], rtol=1e-5, atol=1e-6)
     pooled = squeeze.speed_synthetic("cpu", 2, images[:2])()
     assert [tuple(t.shape) for t in pooled] == [(2, v.shape[1]) for v in plain.values()]
+    # decode: the bytes the read stage produced, decoded as the DataLoader decodes the file
+    buf = io.BytesIO()
+    Image.fromarray(images[0]).save(buf, format="JPEG", quality=90)
+    decoded = plan["decode"](buf.getvalue(), "im0.jpg")
+    assert decoded.shape == images[0].shape and decoded.dtype == np.uint8
+    assert np.array_equal(decoded, np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
 
 
 # -- records, workers, errors, determinism ------------------------------------------------------

@@ -98,6 +98,5 @@ def gpu_check(out: Path, echo: Callable[[str], None] = print, gpu: str | None = 
         if done.returncode:
             lines += ["```", *done.stderr.splitlines()[-15:], "```", ""]
         (out / "gpu-check.md").write_text("\n".join(lines) + "\n")  # what is measured so far survives a kill
-    (out / "gpu-check.md").write_text("\n".join(lines) + "\n")
     echo("\n".join(lines))
     return status

@@ -186,7 +186,7 @@ class LocalEncodingExtractor(Extractor):
         if int(self.threads) <= 1:
             yield from map(work, range(len(images)))
             return
-        with ThreadPoolExecutor(max(1, int(self.threads))) as pool:
+        with ThreadPoolExecutor(int(self.threads)) as pool:
             pending: deque = deque()
             for i in range(len(images)):
                 pending.append(pool.submit(work, i))

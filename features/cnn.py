@@ -54,7 +54,6 @@ import contextlib
 import dataclasses
 import difflib
 import multiprocessing
-import os
 from functools import cached_property
 from collections import OrderedDict
 from typing import Any, Callable, Iterator, Sequence
@@ -67,9 +66,10 @@ from featbench.errors import FeatbenchError
 
 from . import cnn_presets
 from .base import Extractor, ExtractorConfig, ParsedSpec, _format_value, _jsonable, register
+from .cnn_fold import fold_batchnorm
 from .cnn_preprocess import (Preprocess, ViewsDataset, collate_views, decode_bytes, decode_reduced, load_image,  # noqa: F401
                              model_preprocess, prepare_views)
-from .cnn_fold import fold_batchnorm
+from .cnn_runtime import runtime_layout
 from .cnn_weights import WeightsInfo, build_model, resolve_weights, torchvision_weight_names
 
 POOLS = ("avg", "max", "flatten", "spp")
@@ -216,10 +216,9 @@ class CNN(Extractor):
     # -- runtime -------------------------------------------------------------------------------
     def configure_runtime(self, device: str = "auto", batch_size: int | None = None,
                           num_workers: int | None = None, threads: int | None = None) -> None:
-        """``device``: auto (cuda when available), cpu, cuda or cuda:N. ``threads`` defaults to
-        torch's default. ``num_workers`` (DataLoader processes that decode and resize) defaults
-        to 1 on CPU, where decoding costs about a twentieth of the forward pass and more workers
-        would only take cores from it, and to the CPU count (at most 8) on CUDA."""
+        """``device``: auto (cuda when available), cpu, cuda or cuda:N. ``num_workers`` (DataLoader
+        processes that decode and resize) and ``threads`` (torch intra-op threads) default to the
+        rule of :mod:`.cnn_runtime`, from the cores this process may use."""
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -228,10 +227,7 @@ class CNN(Extractor):
             self._network = None  # rebuilt on the new device at the next transform
         self.device = device
         self.batch_size = batch_size or 32
-        if num_workers is None:
-            num_workers = min(8, os.cpu_count() or 1) if device.startswith("cuda") else 1
-        self.num_workers = num_workers
-        self.threads = threads
+        self.num_workers, self.threads = runtime_layout(device, num_workers, threads)
 
     # -- building ------------------------------------------------------------------------------
     def _graph_api(self):

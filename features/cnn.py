@@ -41,10 +41,12 @@ whether ``draft=true`` was asked for).
 
 Inference runs under ``torch.inference_mode`` in batches; a DataLoader's worker processes read,
 decode and resize images while the main process runs the network (pinned memory, bf16/fp16
-autocast and non-blocking copies on CUDA; fp32 on CPU). Batches travel as ``uint8`` and are
-normalised on the device, already in ``channels_last`` layout. Decoding overlaps the forward
-pass across the batches of one ``iter_batches`` (or ``transform_outputs``) call, which is why
-:meth:`CNN.iter_batches` runs one DataLoader over all the items it is given. ``featbench speed``
+autocast and non-blocking copies on CUDA; fp32 on CPU), or, where the rule of
+:mod:`.cnn_runtime` gives no worker (fewer than 4 CPU cores), the main process decodes between
+forward passes. Batches travel as ``uint8`` and are normalised on the device, already in
+``channels_last`` layout. Decoding overlaps the forward pass across the batches of one
+``iter_batches`` (or ``transform_outputs``) call, which is why :meth:`CNN.iter_batches` runs one
+DataLoader over all the items it is given. BatchNorm folding: :mod:`.cnn_fold`. ``featbench speed``
 times it through :meth:`CNN.speed_stages` and :meth:`CNN.speed_synthetic` (the model alone).
 Preprocessing (decode, resize, crop, views): :mod:`.cnn_preprocess`.
 """

@@ -35,6 +35,9 @@ import numpy as np
 from featbench.store import CHUNK_DIR, FeatureStore, StoreWriteError
 
 LEGACY_BATCH = 4096  # legacy files migrated per store chunk by `featbench cache migrate`
+#: Run-time scratch space under the cache root (per-task descriptor stores, see
+#: :mod:`featbench.features.descriptor_store`); never a namespace, removed by ``clear``.
+SCRATCH_DIR = "scratch"
 
 
 def default_cache_dir() -> Path:
@@ -178,7 +181,7 @@ class FeatureCache:
     def _legacy_namespaces(self) -> list[Path]:
         if not self.root.is_dir():
             return []
-        return sorted(p for p in self.root.iterdir() if p.is_dir() and p.name != CHUNK_DIR)
+        return sorted(p for p in self.root.iterdir() if p.is_dir() and p.name not in (CHUNK_DIR, SCRATCH_DIR))
 
     def stats(self) -> list[dict[str, Any]]:
         """One dict per namespace: name, meta, entries, chunks, legacy_files, bytes, orphans."""

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,7 +22,7 @@ import featbench
 from featbench import adaptation
 from featbench import run_folder
 from featbench.atomic import append_line, atomic_write_bytes, atomic_write_with
-from featbench.cache import FeatureCache
+from featbench.cache import SCRATCH_DIR, FeatureCache
 from featbench.classifier import CLASSIFIERS, SOLVERS, fit_evaluate
 from featbench.datasets.folder import ImageRecord
 from featbench.datasets.images import max_pixels
@@ -30,6 +31,7 @@ from featbench.datasets.learning_curve import TrainSubsample, curve_size_of, cur
 from featbench.errors import FeatbenchError
 from featbench.executor import make_executor
 from featbench.features import Extractor, create
+from featbench.features.descriptor_store import DescriptorStore
 from featbench.features_sample import write_features_sample
 from featbench.finetune import FINETUNING, finetune_evaluate, is_finetune, parse_finetune
 from featbench.gallery import GalleryKeeper
@@ -150,6 +152,8 @@ class Runner:
         linear = next((c for c in suite.classifiers if c in CLASSIFIERS), "logreg")
         self.gallery = GalleryKeeper(self.out, suite.seed, linear)
         self._foreign: set[str] = set()  # entries of --out that are not this run's outputs
+        self._store: DescriptorStore | None = None  # scratch descriptors of the current dataset
+        self._store_dataset: str | None = None
 
     # -- setup: every input problem is reported before any work starts ---------------------
     def resolve(self) -> tuple[list[tuple[Task, list[str]]], list[Extractor]]:
@@ -189,10 +193,11 @@ class Runner:
         return tasks, extractors
 
     # -- extraction with the cache ---------------------------------------------------------
-    def extract(self, extractor: Extractor, records: Sequence[ImageRecord], desc: str
-                ) -> tuple[dict[str, dict[str, np.ndarray]], ExtractionStats]:
+    def extract(self, extractor: Extractor, records: Sequence[ImageRecord], desc: str,
+                prepare: Callable[[], None] | None = None) -> tuple[dict[str, dict[str, np.ndarray]], ExtractionStats]:
         """Features of every record for every output, from the cache or computed (by the
-        executor, wherever it runs) and stored in chunks as they arrive."""
+        executor, wherever it runs) and stored in chunks as they arrive. ``prepare`` (a learned
+        extractor's fit) runs, timed into the stats, only when some feature must be computed."""
         outputs = extractor.outputs
         namespaces = {o: extractor.cache_key(o) for o in outputs}
         for o, ns in namespaces.items():
@@ -206,6 +211,10 @@ class Runner:
                                 cached_img_per_s=self.cache.recorded_speed(speed_ns))
         if not missing:
             return feats, stats
+        if prepare is not None:
+            start = time.perf_counter()
+            prepare()
+            stats.seconds += time.perf_counter() - start
         writer = ChunkWriter(self.cache, namespaces)
         with _progress(len(missing), desc, self.opt.quiet) as bar, writer:
             start = time.perf_counter()
@@ -254,6 +263,60 @@ class Runner:
         }
         sample: list[tuple[str, str, str, dict[str, np.ndarray]]] = []
         self.gallery.start_task(task, self._usable(splits[0].test))
+        with self._descriptor_store(task, extractors):
+            self._run_extractors(task, methods, extractors, splits, everything, sample)
+        if task.name == self.sample_task and sample:
+            self._write_features_sample(task, splits[0], sample)
+        self.gallery.finish_task(task.name)
+
+    @contextlib.contextmanager
+    def _descriptor_store(self, task: Task, extractors: list[Extractor]):
+        """The scratch :class:`DescriptorStore` for the task's images, handed to every extractor.
+
+        One store serves consecutive tasks on the same dataset (the trials of a task, the sizes of
+        a learning curve, the shifts of Office-Caltech-10), so each image is described once however
+        many trials, sizes and extractors on the same descriptor stage use it. It is deleted when a
+        task on another dataset starts and when the run ends (``_close_descriptor_store``). Where:
+        ``$FEATBENCH_SCRATCH``, else the cache folder (a temporary folder when the cache is off).
+        run.json records per task what it saved (``descriptor_store``: hits, misses, writes).
+        """
+        if not any(ex.learns for ex in extractors):
+            yield None
+            return
+        if self._store is not None and self._store_dataset != task.dataset.identity:
+            self._close_descriptor_store()
+        if self._store is None:
+            base = os.environ.get("FEATBENCH_SCRATCH") or (str(self.cache.root / SCRATCH_DIR) if self.opt.use_cache
+                                                           else tempfile.gettempdir())
+            try:
+                Path(base).mkdir(parents=True, exist_ok=True)
+                self._store = DescriptorStore(tempfile.mkdtemp(prefix=f"descriptors-{os.getpid()}-", dir=base))
+                self._store_dataset = task.dataset.identity
+            except OSError as exc:  # no scratch space: describe per trial, as without a store
+                self.task_info[task.name]["descriptor_store"] = {"error": f"{base}: {exc.strerror or exc}"}
+                yield None
+                return
+        store = self._store
+        before = (store.hits, store.misses, store.writes)
+        for ex in extractors:
+            ex.use_descriptor_store(store)
+        try:
+            yield store
+        finally:
+            for ex in extractors:
+                ex.use_descriptor_store(None)
+            now = (store.hits, store.misses, store.writes)
+            self.task_info[task.name]["descriptor_store"] = {
+                **dict(zip(("hits", "misses", "writes"), (a - b for a, b in zip(now, before)))),
+                "stopped_writing_disk_full": store.full}
+
+    def _close_descriptor_store(self) -> None:
+        if self._store is not None:
+            self._store.clear()
+        self._store, self._store_dataset = None, None
+
+    def _run_extractors(self, task, methods, extractors, splits, everything, sample) -> None:
+        seed = self.suite.seed
         for ex in extractors:
             ex.bind_dataset(task.dataset)
             self.gallery.see(task.name, ex)
@@ -263,22 +326,20 @@ class Runner:
             for t, split in enumerate(splits):
                 if ex.learns:
                     train_items = self._usable(split.train + split.target_train)
-                    start = time.perf_counter()
-                    ex.fit(train_items, [r.label for r in train_items], image_ids=[r.uid for r in train_items],
-                           seed=seed + t)
-                    fit_s = time.perf_counter() - start
+                    ids = [r.uid for r in train_items]
+                    ex.identify_fit(ids, seed + t)  # the fit runs only if a feature is missing from the cache
+
+                    def fit(ex=ex, train_items=train_items, ids=ids, trial_seed=seed + t) -> None:
+                        ex.fit(train_items, [r.label for r in train_items], image_ids=ids, seed=trial_seed)
+
                     feats, stats = self.extract(ex, [*split.train, *split.test, *split.target_train],
-                                                f"{task.name} {ex.spec} trial {t}")
-                    stats.seconds += fit_s
+                                                f"{task.name} {ex.spec} trial {t}", prepare=fit)
                 else:
                     feats, stats = shared_feats, shared_stats
                 if t == 0 and task.name == self.sample_task:
                     sample += [(ex.spec, o, ex.family, by_uid) for o, by_uid in feats.items()]
                 self._evaluate(task, t, seed + t, split, ex, feats, stats, methods)
                 self._finetune(task, t, seed + t, split, ex, stats)
-        if task.name == self.sample_task and sample:
-            self._write_features_sample(task, splits[0], sample)
-        self.gallery.finish_task(task.name)
 
     def _write_features_sample(self, task: Task, split, sample) -> None:
         """Test features of trial 0 of ``sample_task``, for the report's t-SNE figure."""
@@ -426,6 +487,7 @@ class Runner:
                 raise
             finally:
                 self.executor.close()
+                self._close_descriptor_store()
             self.write_run_json("complete")
         return self.out
 

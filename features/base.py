@@ -166,6 +166,11 @@ class Extractor:
         """Called with a task's whole dataset before its features are extracted. The default does
         nothing; ``precomputed`` matches feature-file rows to every image of a domain here."""
 
+    def use_descriptor_store(self, store: Any) -> None:
+        """Runtime: a :class:`~featbench.features.descriptor_store.DescriptorStore` the runner keeps for
+        the current task, where extractors built on local descriptors keep them between trials and
+        share them with each other. The default ignores it."""
+
     def check(self) -> None:
         """Raise a :class:`FeatbenchError` now for anything that would stop this extractor later
         (missing weights, ...), so a run fails before any work. The default checks nothing."""
@@ -174,11 +179,19 @@ class Extractor:
     def fit(self, images: Sequence[np.ndarray], labels: Sequence[int] | None = None, *,
             image_ids: Sequence[str] | None = None, seed: int = 0) -> "Extractor":
         """Learn from training images only. ``image_ids`` and ``seed`` fix the fit identity."""
+        self.identify_fit(image_ids, seed)
+        return self
+
+    def identify_fit(self, image_ids: Sequence[str] | None, seed: int) -> None:
+        """Set ``fit_key``, the identity of a fit on ``image_ids`` with ``seed``, without learning anything.
+
+        The runner calls it before ``fit`` so that it can look up the features of a fit it may not
+        need to run: when the cache holds every feature of a trial, the (costly) fit is skipped.
+        """
         if self.learns:
             ids = sorted(image_ids) if image_ids is not None else []
             blob = json.dumps({"ids": ids, "seed": seed}).encode()
             self.fit_key = hashlib.sha256(blob).hexdigest()[:16]
-        return self
 
     def transform(self, images: Sequence[np.ndarray]) -> np.ndarray:
         outs = self.transform_outputs(images)

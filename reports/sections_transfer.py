@@ -8,6 +8,8 @@
   ``finetune-head``, ``finetune-all`` — with its accuracy and what it cost in the run (extraction
   plus classifier seconds for the linear ways, training plus prediction seconds for fine-tuning;
   features read from the cache cost nothing here, so compare costs within one cold run).
+  Ways whose accuracy is within noise of the best (:func:`within_noise`) tie, and the cheapest of
+  the tied ways is the one to pick: the map names it and the ways it tied with.
 Only adaptation method ``none`` enters both (fine-tuning has no feature-space adaptation).
 """
 from __future__ import annotations
@@ -96,6 +98,26 @@ def learning_curves(ctx: ReportContext) -> Section | None:
     return Section("learning-curves", "Learning curves", html="".join(html), md="\n\n".join(md))
 
 
+def standard_error(acc: float, std: float, n_trials: int, n_test: float) -> float:
+    """Standard error of a mean accuracy: the spread over trials when there are several, else the
+    binomial error of one test set, ``sqrt(p (1 - p) / n_test)`` (for mean per-class accuracy an
+    approximation)."""
+    if n_trials > 1 and pd.notna(std):
+        return float(std) / np.sqrt(n_trials)
+    if pd.notna(n_test) and n_test > 0:
+        return float(np.sqrt(max(acc * (1 - acc), 0.0) / n_test))
+    return np.nan
+
+
+def within_noise(best: tuple[float, float], other: tuple[float, float]) -> bool:
+    """Tie rule: ``(accuracy, standard error)`` pairs whose difference is at most 1.96 standard errors
+    of a difference (``sqrt(se_a^2 + se_b^2)``), a two-sided test at about 5 %. Unpaired, hence
+    conservative: both ways ran on the same splits. Without a standard error nothing ties."""
+    (a, se_a), (b, se_b) = best, other
+    margin = 1.96 * np.sqrt(se_a ** 2 + se_b ** 2)
+    return bool(np.isfinite(margin) and a - b <= margin)
+
+
 def decision_rows(ctx: ReportContext) -> list[dict]:
     """Per task with fine-tuning rows: the best variant of each way, its accuracy and cost."""
     agg = ctx.agg[ctx.agg["method"] == "none"].copy()
@@ -106,8 +128,11 @@ def decision_rows(ctx: ReportContext) -> list[dict]:
         return []
     df = ctx.df
     cost_cols = [c for c in ("extract_s", "fit_s") if c in df.columns]
-    cost = (df[df["method"] == "none"].assign(_cost=df[cost_cols].apply(pd.to_numeric, errors="coerce").sum(axis=1))
-            .groupby(["task", "extractor", "layer", "classifier"])["_cost"].mean())
+    keys = ["task", "extractor", "layer", "classifier"]
+    plain = df[df["method"] == "none"]
+    cost = (plain.assign(_cost=plain[cost_cols].apply(pd.to_numeric, errors="coerce").sum(axis=1))
+            .groupby(keys)["_cost"].mean())
+    n_test = plain.assign(_n=pd.to_numeric(plain["n_test"], errors="coerce")).groupby(keys)["_n"].mean()
     out = []
     for task, g in agg.groupby("task", sort=False):
         if not tuned[g.index].any():
@@ -119,12 +144,22 @@ def decision_rows(ctx: ReportContext) -> list[dict]:
             if w.empty or w["acc_mean"].isna().all():
                 continue
             best = w.loc[w["acc_mean"].idxmax()]
-            rec[way] = (best["acc_mean"], best["acc_std"], _series_label(best),
-                        cost.get((task, best["extractor"], best["layer"], best["classifier"]), np.nan))
+            key = (task, best["extractor"], best["layer"], best["classifier"])
+            rec[way] = (best["acc_mean"], best["acc_std"], _series_label(best), cost.get(key, np.nan))
+            rec.setdefault("se", {})[way] = standard_error(best["acc_mean"], best["acc_std"], int(best["n_trials"]),
+                                                          n_test.get(key, np.nan))
         present = [w for w in WAYS if w in rec]
-        rec["winner"] = max(present, key=lambda w: rec[w][0]) if present else ""
+        top = max(present, key=lambda w: rec[w][0]) if present else ""
+        rec["tied"] = [w for w in present if within_noise((rec[top][0], rec["se"][top]), (rec[w][0], rec["se"][w]))]
+        # the cheapest of the tied ways (unknown cost counts as the dearest); the most accurate on equal cost
+        rec["winner"] = min(rec["tied"], key=lambda w: (np.nan_to_num(rec[w][3], nan=np.inf), -rec[w][0])) if present else ""
         out.append(rec)
     return out
+
+
+def _verdict(rec: dict) -> str:
+    others = [w for w in rec["tied"] if w != rec["winner"]]
+    return rec["winner"] + (f" (cheapest; ties with {', '.join(others)})" if others else "")
 
 
 @register_section("decision-map", order=67)
@@ -133,7 +168,7 @@ def decision_map(ctx: ReportContext) -> Section | None:
     rows = decision_rows(ctx)
     if not rows:
         return None
-    header = ["task", *WAYS, "winner"]
+    header = ["task", *WAYS, "pick"]
     html_body, md_body = [], []
     for rec in rows:
         cells_h, cells_m = [esc(rec["task"])], [rec["task"]]
@@ -150,14 +185,16 @@ def decision_map(ctx: ReportContext) -> Section | None:
             cells_h.append(f"<b>{esc(text)}</b><br><small>{esc(label)}</small>" if bold
                            else f"{esc(text)}<br><small>{esc(label)}</small>")
             cells_m.append(f"**{text}**" if bold else text)
-        cells_h.append(esc(rec["winner"]))
-        cells_m.append(rec["winner"])
+        cells_h.append(esc(_verdict(rec)))
+        cells_m.append(_verdict(rec))
         html_body.append(cells_h)
         md_body.append(cells_m)
     intro = ("For each task (and learning-curve point): the best variant of each way to transfer, its headline "
              "accuracy (mean ± std over trials) and its cost in this run in seconds (extraction + classifier for "
-             "the linear ways, training + prediction for fine-tuning; cached features count as 0 s). Bold: the "
-             "winner. Adaptation method 'none' only.")
+             "the linear ways, training + prediction for fine-tuning; cached features count as 0 s). Ways within "
+             "noise of the most accurate one tie (difference at most 1.96 standard errors: over trials, or the "
+             "binomial error of the test set for one trial); bold: the cheapest of the tied ways, the one to pick. "
+             "Adaptation method 'none' only.")
     return Section("decision-map", "What should I do with my data? (decision map)",
                    html=f"<p>{esc(intro)}</p>" + html_table(header, html_body, raw=True),
                    md=intro + "\n\n" + md_table(header, md_body))

@@ -191,3 +191,35 @@ def test_learning_curve_with_finetuning_end_to_end(tmp_path, textures, monkeypat
     assert "## Learning curves" in md and "figures/learning-curve-textures.png" in md
     assert "decision map" in md and "| textures#n=3 |" in md
     assert (report / "figures" / "learning-curve-textures.png").stat().st_size > 1000
+
+
+def _decision_ctx(rows):
+    """What decision_rows reads: per-trial records (df) and their aggregate (agg)."""
+    from types import SimpleNamespace
+
+    df = pd.DataFrame([{"task": "t", "method": "none", "layer": "", "extract_s": cost, "fit_s": 0.0, "n_test": n_test,
+                        "extractor": ex, "classifier": clf} for ex, clf, _, _, _, cost, n_test in rows])
+    agg = pd.DataFrame([{"task": "t", "method": "none", "layer": "", "metric": "top1", "extractor": ex, "classifier": clf,
+                         "extractor_family": "cnn" if ex.startswith("cnn") else "classical", "acc_mean": acc,
+                         "acc_std": std, "n_trials": trials} for ex, clf, acc, std, trials, _, _ in rows])
+    return SimpleNamespace(df=df, agg=agg)
+
+
+def test_decision_map_picks_the_cheapest_of_the_ways_within_noise():
+    from featbench.reports.sections_transfer import decision_rows, standard_error, within_noise
+
+    assert standard_error(0.9, 0.02, 4, 100) == pytest.approx(0.01)  # spread over trials
+    assert standard_error(0.9, np.nan, 1, 100) == pytest.approx(0.03)  # binomial, one test set
+    assert within_noise((0.90, 0.01), (0.88, 0.01)) and not within_noise((0.90, 0.01), (0.85, 0.01))
+    assert not within_noise((0.90, np.nan), (0.90, np.nan))  # no error estimate: no tie
+    # fine-tuning is 0.5 point better than the probe, well within noise, and 50x dearer: pick the probe
+    (rec,) = decision_rows(_decision_ctx([
+        ("hog", "logreg", 0.60, 0.02, 3, 1.0, 300),
+        ("cnn:m", "logreg", 0.900, 0.01, 3, 10.0, 300),
+        ("cnn:m", "finetune-all", 0.905, 0.01, 3, 500.0, 300)]))
+    assert rec["tied"] == ["CNN features + linear", "finetune-all"] and rec["winner"] == "CNN features + linear"
+    # clearly better: fine-tuning wins despite its cost
+    (rec,) = decision_rows(_decision_ctx([
+        ("cnn:m", "logreg", 0.80, 0.01, 3, 10.0, 300),
+        ("cnn:m", "finetune-all", 0.90, 0.01, 3, 500.0, 300)]))
+    assert rec["tied"] == ["finetune-all"] and rec["winner"] == "finetune-all"

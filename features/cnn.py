@@ -24,6 +24,10 @@ Options:
 * ``size=N``: evaluate at crop ``N`` (the resize keeps the model's resize/crop ratio).
 * ``weights=``: see :mod:`.cnn_weights` (``random`` for a labelled random-init baseline).
 * ``compile=true``: ``torch.compile`` the network (a runtime choice: not part of the cache key).
+* ``fold_bn=false``: keep BatchNorm layers as they are. By default every BatchNorm that only
+  normalises one convolution's output is folded into it (:mod:`.cnn_fold`), which changes
+  features at float rounding level only, so it is a runtime choice like ``compile`` (not part of
+  the cache key; README, "Speed", has the measurements behind both).
 * ``draft=true``: decode a JPEG file at a reduced DCT scale (PIL ``draft``) when that still leaves
   at least ``resize`` pixels on its shorter side, which makes decoding large photos several times
   cheaper. Off by default: on the 12 Office-Caltech-10 shifts it moved 4 records by 0.34-0.64
@@ -37,10 +41,12 @@ whether ``draft=true`` was asked for).
 
 Inference runs under ``torch.inference_mode`` in batches; a DataLoader's worker processes read,
 decode and resize images while the main process runs the network (pinned memory, bf16/fp16
-autocast and non-blocking copies on CUDA; fp32 on CPU). Batches travel as ``uint8`` and are
-normalised on the device, already in ``channels_last`` layout. Decoding overlaps the forward
-pass across the batches of one ``iter_batches`` (or ``transform_outputs``) call, which is why
-:meth:`CNN.iter_batches` runs one DataLoader over all the items it is given. ``featbench speed``
+autocast and non-blocking copies on CUDA; fp32 on CPU), or, where the rule of
+:mod:`.cnn_runtime` gives no worker (fewer than 4 CPU cores), the main process decodes between
+forward passes. Batches travel as ``uint8`` and are normalised on the device, already in
+``channels_last`` layout. Decoding overlaps the forward pass across the batches of one
+``iter_batches`` (or ``transform_outputs``) call, which is why :meth:`CNN.iter_batches` runs one
+DataLoader over all the items it is given. BatchNorm folding: :mod:`.cnn_fold`. ``featbench speed``
 times it through :meth:`CNN.speed_stages` and :meth:`CNN.speed_synthetic` (the model alone).
 Preprocessing (decode, resize, crop, views): :mod:`.cnn_preprocess`.
 """
@@ -50,7 +56,6 @@ import contextlib
 import dataclasses
 import difflib
 import multiprocessing
-import os
 from functools import cached_property
 from collections import OrderedDict
 from typing import Any, Callable, Iterator, Sequence
@@ -63,15 +68,17 @@ from featbench.errors import FeatbenchError
 
 from . import cnn_presets
 from .base import Extractor, ExtractorConfig, ParsedSpec, _format_value, _jsonable, register
+from .cnn_fold import fold_batchnorm
 from .cnn_preprocess import (Preprocess, ViewsDataset, collate_views, decode_bytes, decode_reduced, load_image,  # noqa: F401
                              model_preprocess, prepare_views)
+from .cnn_runtime import runtime_layout
 from .cnn_weights import WeightsInfo, build_model, resolve_weights, torchvision_weight_names
 
 POOLS = ("avg", "max", "flatten", "spp")
 AUGS = {None: 1, "flip": 2, "10crop": 10}  # views per image
 SOURCES = ("torchvision", "timm")
 #: Options that change how features are computed, not which features: left out of the cache key.
-RUNTIME_OPTIONS = ("compile",)
+RUNTIME_OPTIONS = ("compile", "fold_bn")
 
 
 # ----------------------------------------------------------------------------------------
@@ -126,6 +133,7 @@ class _Network:
     device: torch.device
     shift: torch.Tensor  # 255 * mean, [1, 3, 1, 1]
     scale: torch.Tensor  # 255 * std
+    folded: int = 0  # conv -> BatchNorm pairs folded
 
 
 class CNN(Extractor):
@@ -136,7 +144,8 @@ class CNN(Extractor):
     family = "cnn"
     uses_torch = True
     params = {"model": None, "layers": None, "src": None, "weights": None, "pool": None, "l2": False,
-              "aug": None, "size": None, "compile": False, "draft": False}
+              "aug": None, "size": None, "compile": False, "fold_bn": True,
+              "draft": False}
     later_params = frozenset({"draft"})  # left out of the cache key at its default (full decoding)
 
     def __init__(self, **kwargs: Any) -> None:
@@ -200,18 +209,18 @@ class CNN(Extractor):
         info.update(model=self.model, source=self.source, outputs=self.outputs, weights=self.weights_info.as_dict(),
                     preprocess={**dataclasses.asdict(self.preprocess), "jpeg_draft": bool(self.draft)},
                     runtime={"device": self.device, "batch_size": self.batch_size, "num_workers": self.num_workers,
-                             "threads": self.threads, "compile": self.compile})
+                             "threads": self.threads, "compile": self.compile, "fold_bn": self.fold_bn})
         if self._network is not None:
             info["layer_nodes"] = dict(self._network.nodes)
+            info["runtime"]["batchnorms_folded"] = self._network.folded
         return info
 
     # -- runtime -------------------------------------------------------------------------------
     def configure_runtime(self, device: str = "auto", batch_size: int | None = None,
                           num_workers: int | None = None, threads: int | None = None) -> None:
-        """``device``: auto (cuda when available), cpu, cuda or cuda:N. ``threads`` defaults to
-        torch's default. ``num_workers`` (DataLoader processes that decode and resize) defaults
-        to 1 on CPU, where decoding costs about a twentieth of the forward pass and more workers
-        would only take cores from it, and to the CPU count (at most 8) on CUDA."""
+        """``device``: auto (cuda when available), cpu, cuda or cuda:N. ``num_workers`` (DataLoader
+        processes that decode and resize) and ``threads`` (torch intra-op threads) default to the
+        rule of :mod:`.cnn_runtime`, from the cores this process may use."""
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -220,10 +229,7 @@ class CNN(Extractor):
             self._network = None  # rebuilt on the new device at the next transform
         self.device = device
         self.batch_size = batch_size or 32
-        if num_workers is None:
-            num_workers = min(8, os.cpu_count() or 1) if device.startswith("cuda") else 1
-        self.num_workers = num_workers
-        self.threads = threads
+        self.num_workers, self.threads = runtime_layout(device, num_workers, threads)
 
     # -- building ------------------------------------------------------------------------------
     def _graph_api(self):
@@ -277,14 +283,17 @@ class CNN(Extractor):
         create_fx, graph_node_names = self._graph_api()
         nodes = self._resolve_nodes(net, graph_node_names(net)[1])
         device = torch.device(self.device)
-        fx = create_fx(net, return_nodes={n: n for n in dict.fromkeys(nodes.values())})
-        fx = fx.eval().to(device, memory_format=torch.channels_last)
+        fx = create_fx(net, return_nodes={n: n for n in dict.fromkeys(nodes.values())}).eval()
+        folded = 0
+        if self.fold_bn:
+            fx, folded = fold_batchnorm(fx)
+        fx = fx.to(device, memory_format=torch.channels_last)
         if self.compile:
             fx = torch.compile(fx)
         prep = self.preprocess
         shift = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1) * 255
         scale = torch.tensor(prep.std, device=device).view(1, 3, 1, 1) * 255
-        return _Network(fx, nodes, device, shift, scale)
+        return _Network(fx, nodes, device, shift, scale, folded)
 
     @property
     def network(self) -> _Network:
@@ -324,11 +333,11 @@ class CNN(Extractor):
         return self._visual_net(crop).visualise(crop)
 
     def visualise_model(self) -> dict[str, Any]:
-        """The first convolution's filters (``conv-filters``)."""
+        """The first convolution's filters (``conv-filters``), as trained (before BatchNorm folding)."""
         from .cnn_visual import first_conv_filters
 
         visual = getattr(self, "_visual", None)
-        return visual.filters if visual is not None else first_conv_filters(self.network.net)
+        return visual.filters if visual is not None else first_conv_filters(self.pretrained_model())
 
     # -- inference -----------------------------------------------------------------------------
     def _autocast(self, device: torch.device):
@@ -463,7 +472,8 @@ def create_cnn(parsed: ParsedSpec) -> CNN:
         options["aug"] = None
     ex = CNN(model=parsed.target, layers=list(parsed.layers) or None, **options)
     checks = [("pool", ex.pool, (None, *POOLS)), ("aug", ex.aug, tuple(AUGS)), ("src", ex.src, (None, *SOURCES)),
-              ("l2", ex.l2, (True, False)), ("compile", ex.compile, (True, False))]
+              ("l2", ex.l2, (True, False)), ("compile", ex.compile, (True, False)),
+              ("fold_bn", ex.fold_bn, (True, False))]
     for key, value, allowed in checks:
         if value not in allowed:
             raise FeatbenchError(f"cnn: {key}={value} is not one of {', '.join(_format_value(a) for a in allowed)}")

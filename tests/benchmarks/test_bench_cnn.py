@@ -9,7 +9,8 @@ Both use ``tf_efficientnet_lite0`` (package weights) at batch 32 on Office-Calte
 ``../shared/datasets``:
 
 * ``test_end_to_end_keeps_up_with_the_forward_pass``: images/s of ``transform_outputs`` on the
-  records (read + decode + resize in DataLoader workers, forward, pooling) must be at least
+  records (read + decode + resize, in DataLoader workers or inline by ``features/cnn_runtime.py``'s
+  rule; forward, pooling) must be at least
   0.85 x the forward pass alone on ready tensors, both timed in one run by ``featbench speed``'s
   own timer (:func:`featbench.speed.measure_e2e` and :func:`featbench.speed.measure_synthetic`).
 * ``test_three_layers_cost_one_pass``: ``blocks.3+blocks.5+pre_logits`` must cost at most

@@ -271,7 +271,7 @@ class Runner:
 
     @contextlib.contextmanager
     def _descriptor_store(self, task: Task, extractors: list[Extractor]):
-        """The scratch :class:`DescriptorStore` for the task's images, handed to every extractor.
+        """The scratch :class:`DescriptorStore` for the task's dataset, handed to every extractor.
 
         One store serves consecutive tasks on the same dataset (the trials of a task, the sizes of
         a learning curve, the shifts of Office-Caltech-10), so each image is described once however
@@ -297,7 +297,7 @@ class Runner:
                 yield None
                 return
         store = self._store
-        before = (store.hits, store.misses, store.writes)
+        before = store.counts()
         for ex in extractors:
             ex.use_descriptor_store(store)
         try:
@@ -305,10 +305,8 @@ class Runner:
         finally:
             for ex in extractors:
                 ex.use_descriptor_store(None)
-            now = (store.hits, store.misses, store.writes)
             self.task_info[task.name]["descriptor_store"] = {
-                **dict(zip(("hits", "misses", "writes"), (a - b for a, b in zip(now, before)))),
-                "stopped_writing_disk_full": store.full}
+                **{k: n - before[k] for k, n in store.counts().items()}, "stopped_writing_disk_full": store.full}
 
     def _close_descriptor_store(self) -> None:
         if self._store is not None:

@@ -168,7 +168,7 @@ class Extractor:
 
     def use_descriptor_store(self, store: Any) -> None:
         """Runtime: a :class:`~featbench.features.descriptor_store.DescriptorStore` the runner keeps for
-        the current task, where extractors built on local descriptors keep them between trials and
+        the current dataset, where extractors built on local descriptors keep them between trials and
         share them with each other. The default ignores it."""
 
     def check(self) -> None:

@@ -31,7 +31,7 @@ Runtime (not parameters, never in the cache key): ``threads`` workers decode and
 images in parallel (OpenCV and numpy release the GIL), ``memo_bytes`` bounds the
 in-memory descriptor memo that saves recomputing the training images' descriptors between
 ``fit`` and their ``transform``, and a :class:`~featbench.features.descriptor_store.DescriptorStore`
-(``use_descriptor_store``; the runner gives one per task) keeps every image's descriptors on disk
+(``use_descriptor_store``; the runner keeps one per dataset) keeps every image's descriptors on disk
 so that later trials and other extractors on the same stage read them instead of recomputing.
 """
 from __future__ import annotations

@@ -12,8 +12,8 @@ Files are exact: ``xy`` (float32) and ``desc`` (float16, what the stage produces
 ``np.save`` one after the other to ``ROOT/<stage key>/<image key[:2]>/<image key>.npy``; features
 encoded from a stored image equal those from a recomputed one. Dense SIFT on a 300 px image is
 about 3 MB, so the store of a whole Caltech-101 task is tens of GB: it is scratch space, created
-by the runner per task and deleted when the task ends (``$FEATBENCH_SCRATCH`` says where;
-default: the feature cache's folder). Writes stop, and descriptors are simply recomputed, once
+by the runner for the consecutive tasks on one dataset and deleted when a task on another dataset
+starts or the run ends (``$FEATBENCH_SCRATCH`` says where; default: the feature cache's folder). Writes stop, and descriptors are simply recomputed, once
 the disk's free space falls below ``min_free_bytes``; a file that does not read back is a miss.
 """
 from __future__ import annotations
@@ -90,6 +90,6 @@ class DescriptorStore:
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def summary(self) -> dict[str, object]:
-        return {"root": str(self.root), "hits": self.hits, "misses": self.misses, "writes": self.writes,
-                "stopped_writing_disk_full": self.full}
+    def counts(self) -> dict[str, int]:
+        """Files read back, looked for in vain, and written so far."""
+        return {"hits": self.hits, "misses": self.misses, "writes": self.writes}

@@ -96,12 +96,40 @@ def test_store_round_trip_is_exact_and_damage_is_a_miss(tmp_path):
     np.testing.assert_array_equal(got.xy, feats.xy)
     np.testing.assert_array_equal(got.desc, feats.desc)
     assert store.get("other-stage", "px:abc") is None
-    path = next((tmp_path / "s").rglob("*.npy"))
+    got.desc[0, 0] = 1  # writable, as the encoders may expect
+    path = next((tmp_path / "s").rglob("*.fbd"))
     path.write_bytes(path.read_bytes()[:100])  # truncated
     assert store.get("stage", "px:abc") is None
-    assert (store.hits, store.misses, store.writes) == (1, 2, 1)
+    path.write_bytes(b"\x93NUMPY" + bytes(200))  # a foreign file
+    assert store.get("stage", "px:abc") is None
+    assert (store.hits, store.misses, store.writes) == (1, 3, 1)
     store.clear()
     assert not (tmp_path / "s").exists()
+
+
+def test_an_image_without_descriptors_round_trips(tmp_path):
+    store = DescriptorStore(tmp_path / "s", min_free_bytes=0)
+    empty = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 64), np.float16))
+    assert store.put("stage", "blank", empty)
+    got = store.get("stage", "blank")
+    assert got.xy.shape == (0, 2) and got.desc.shape == (0, 64) and got.desc.dtype == np.float16
+
+
+def test_many_threads_read_the_store_at_once(tmp_path):
+    """Describing threads read concurrently; on CPython 3.11 ``np.load`` failed there at random
+    (its header parser, ``ast.literal_eval``, raised SystemError when threads overlapped)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = DescriptorStore(tmp_path / "s", min_free_bytes=0)
+    originals = {f"k{i}": _features(n=20 + i, d=64, seed=i) for i in range(16)}
+    for key, feats in originals.items():
+        store.put("stage", key, feats)
+    keys = list(originals) * 50
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda k: store.get("stage", k), keys))
+    for key, feats in zip(keys, got):
+        np.testing.assert_array_equal(feats.desc, originals[key].desc)
+    assert store.hits == len(keys) and store.misses == 0
 
 
 def test_store_stops_writing_when_the_disk_runs_short(tmp_path):

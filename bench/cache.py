@@ -38,6 +38,8 @@ LEGACY_BATCH = 4096  # legacy files migrated per store chunk by `featbench cache
 #: Run-time scratch space under the cache root (per-task descriptor stores, see
 #: :mod:`featbench.features.descriptor_store`); never a namespace, removed by ``clear``.
 SCRATCH_DIR = "scratch"
+#: finished classifier evaluations (:mod:`featbench.evaluation_cache`); never a namespace
+EVALUATIONS_DIR = "evaluations"
 
 
 def default_cache_dir() -> Path:
@@ -181,7 +183,7 @@ class FeatureCache:
     def _legacy_namespaces(self) -> list[Path]:
         if not self.root.is_dir():
             return []
-        return sorted(p for p in self.root.iterdir() if p.is_dir() and p.name not in (CHUNK_DIR, SCRATCH_DIR))
+        return sorted(p for p in self.root.iterdir() if p.is_dir() and p.name not in (CHUNK_DIR, SCRATCH_DIR, EVALUATIONS_DIR))
 
     def stats(self) -> list[dict[str, Any]]:
         """One dict per namespace: name, meta, entries, chunks, legacy_files, bytes, orphans."""

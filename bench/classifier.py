@@ -227,11 +227,11 @@ class _SpanFeatures:
     ``B`` are ``(B A^T) U / s`` (no ``d x n`` basis is formed). With ``d <= n``: standardisation only."""
 
     def __init__(self, X: np.ndarray, rtol: float = RowSpan().rtol) -> None:
-        self.scaler = StandardScaler().fit(X)
         n, d = X.shape
-        self.A = self._standardise(X) if d > n else None
+        A = self._fit_scale(X)
+        self.A = A if d > n else None
         if self.A is None:
-            self.train = self.scaler.transform(X).astype(np.float32)
+            self.train = A.astype(np.float32)
             return
         with _blas_threads_for(n * n * d):
             eigval, eigvec = np.linalg.eigh(self.A @ self.A.T)
@@ -241,14 +241,28 @@ class _SpanFeatures:
         self.U, self.s = eigvec[:, keep], sing[keep]
         self.train = (self.U * self.s).astype(np.float32)
 
+    def _fit_scale(self, X: np.ndarray) -> np.ndarray:
+        """``StandardScaler().fit(X)``'s ``mean_`` and ``scale_`` (float64 two-pass variance; near-constant
+        features get scale 1, decided as scikit-learn decides them), returning the standardised rows in
+        float64: one float64 copy instead of scikit-learn's incremental pass plus a second copy."""
+        A = X.astype(np.float64)
+        self.mean_ = A.mean(axis=0)
+        A -= self.mean_
+        n, eps = len(A), np.finfo(np.float64).eps
+        var = np.einsum("ij,ij->j", A, A) / n
+        constant = var <= n * eps * var + (n * self.mean_ * eps) ** 2
+        self.scale_ = np.where(constant, 1.0, np.sqrt(var))
+        A /= self.scale_
+        return A
+
     @property
     def orthogonal(self) -> bool:
         return self.A is not None
 
     def _standardise(self, X: np.ndarray) -> np.ndarray:
         A = X.astype(np.float64)
-        A -= self.scaler.mean_
-        A /= self.scaler.scale_
+        A -= self.mean_
+        A /= self.scale_
         return A
 
     def standardised_weights(self, W: np.ndarray) -> np.ndarray:
@@ -257,7 +271,7 @@ class _SpanFeatures:
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         if self.A is None:
-            return self.scaler.transform(X).astype(np.float32)
+            return self._standardise(X).astype(np.float32)
         with _blas_threads_for(2 * len(X) * self.A.size):
             return ((self._standardise(X) @ self.A.T) @ self.U / self.s).astype(np.float32)
 
@@ -302,8 +316,8 @@ class _TorchPath:
 
     def original_space_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """``(W [classes, d], b [classes])`` on raw features, as :func:`original_space_weights`."""
-        W = self.prep.standardised_weights(self.solution.W.cpu().numpy().astype(np.float64)).T / self.prep.scaler.scale_
-        return W, self.solution.b.cpu().numpy().astype(np.float64) - W @ self.prep.scaler.mean_
+        W = self.prep.standardised_weights(self.solution.W.cpu().numpy().astype(np.float64)).T / self.prep.scale_
+        return W, self.solution.b.cpu().numpy().astype(np.float64) - W @ self.prep.mean_
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         return self.problem.scores(self.transform(X), self.solution).cpu().numpy()

@@ -141,13 +141,23 @@ class GalleryKeeper:
         self._spatial[(task, extractor.spec)] = {i: s for i, s in spatial.items() if s}
         self._write_index()
 
+    def _draws(self, task: str, trial: int, method: str, classifier: str) -> bool:
+        return task in self.index["tasks"] and trial == 0 and method == "none" and classifier == self.classifier
+
+    def _maps(self, task: str, extractor: Any, output: str) -> dict:
+        return {i: s[output] for i, s in self._spatial.get((task, extractor.spec), {}).items() if output in s}
+
+    def wants_model(self, task: str, extractor: Any, output: str, trial: int, method: str, classifier: str) -> bool:
+        """Whether :meth:`after_evaluation` will draw this evaluation's probe (it needs the fitted model)."""
+        return self._draws(task, trial, method, classifier) and bool(self._maps(task, extractor, output))
+
     def after_evaluation(self, task: str, extractor: Any, output: str, trial: int, method: str, classifier: str,
                          model: Any, test_uids: Sequence[str], y_true: np.ndarray, y_pred: np.ndarray) -> None:
         """Keep which trial-0 test images were wrong, and the probe and its CAMs for a spatial output."""
-        if task not in self.index["tasks"] or trial != 0 or method != "none" or classifier != self.classifier:
+        if not self._draws(task, trial, method, classifier):
             return
         self._wrong[task].update(u for u, t, p in zip(test_uids, y_true, y_pred) if t != p)
-        maps = {i: s[output] for i, s in self._spatial.get((task, extractor.spec), {}).items() if output in s}
+        maps = self._maps(task, extractor, output)
         if not maps or model is None:
             return
         from featbench.classifier import original_space_weights

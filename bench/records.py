@@ -75,6 +75,10 @@ class ResultRecord:
     max_iter: int | None = _added(None)
     n_iter: int | None = _added(None)
     converged: bool | None = _added(None)
+    #: True when the evaluation was read back from the evaluation cache (same features, labels,
+    #: settings and solver code as an earlier run; featbench.evaluation_cache): fit_s is then the
+    #: seconds the original fit took, not this run's
+    fit_reused: bool | None = _added(None)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

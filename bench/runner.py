@@ -22,8 +22,10 @@ import featbench
 from featbench import adaptation
 from featbench import run_folder
 from featbench.atomic import append_line, atomic_write_bytes, atomic_write_with
-from featbench.cache import SCRATCH_DIR, FeatureCache
+from featbench import probe
+from featbench.cache import EVALUATIONS_DIR, SCRATCH_DIR, FeatureCache
 from featbench.classifier import CLASSIFIERS, SOLVERS, fit_evaluate
+from featbench.evaluation_cache import EvaluationCache, evaluation_key, warn_write_error
 from featbench.datasets.folder import ImageRecord
 from featbench.datasets.images import max_pixels
 from featbench.datasets.tasks import Task, resolve_task
@@ -136,6 +138,10 @@ class Runner:
         self.suite = suite
         self.opt = options
         self.cache = FeatureCache(options.cache_dir, enabled=options.use_cache)
+        # finished evaluations, in the cache's folder (one warning when that folder cannot be written)
+        self.evaluations = EvaluationCache(
+            self.cache.root / EVALUATIONS_DIR, enabled=options.use_cache,
+            on_write_error=lambda exc: self.cache.warning is None and warn_write_error(exc))
         self.executor = make_executor(options.executor, options.ray_address, options.ray_workers, options.device)
         self.out = Path(options.out)
         self.failures: dict[str, dict[str, str]] = {}  # uid -> {relpath, reason}
@@ -263,8 +269,10 @@ class Runner:
         }
         sample: list[tuple[str, str, str, dict[str, np.ndarray]]] = []
         self.gallery.start_task(task, self._usable(splits[0].test))
+        before = self.evaluations.counts()
         with self._descriptor_store(task, extractors):
             self._run_extractors(task, methods, extractors, splits, everything, sample)
+        self.task_info[task.name]["evaluation_cache"] = {k: n - before[k] for k, n in self.evaluations.counts().items()}
         if task.name == self.sample_task and sample:
             self._write_features_sample(task, splits[0], sample)
         self.gallery.finish_task(task.name)
@@ -372,13 +380,13 @@ class Runner:
             for method in methods:
                 X_train, y_train, X_test = adaptation.apply(method, Xs, ys, Xt_lab, yt_lab, Xt_test, seed=seed)
                 for clf in linear:
-                    ev = fit_evaluate(X_train, y_train, X_test, yt_test, kind=clf, seed=seed, n_jobs=self.opt.n_jobs,
-                                      solver=self.opt.solver, tol=self.opt.tol, max_iter=self.opt.max_iter,
-                                      device=self._probe_device())
+                    ev, reused = self._fit_evaluate(X_train, y_train, X_test, yt_test, clf, seed,
+                                                    self.gallery.wants_model(task.name, ex, output, trial, method, clf))
                     row = self._record(task, trial, seed, ex, stats, ev, method=method, layer=output,
                                        classifier=clf, n_train=int(len(X_train)), n_test=int(len(X_test)),
                                        dim=int(X_train.shape[1]), device=self._device(ex), solver=ev.solver,
-                                       tol=ev.tol, max_iter=ev.max_iter, n_iter=ev.n_iter, converged=ev.converged)
+                                       tol=ev.tol, max_iter=ev.max_iter, n_iter=ev.n_iter, converged=ev.converged,
+                                       fit_reused=reused)
                     self._append_row(row, task, split, ev.y_pred, yt_test, classes, test_recs)
                     self.gallery.after_evaluation(task.name, ex, output, trial, method, clf, ev.model,
                                                   [r.uid for r in test_recs], yt_test, ev.y_pred)
@@ -387,6 +395,24 @@ class Runner:
                         bar.write(f"  {task.name:34s} t{trial} {ex.spec}{'@' + output if output else ''} {method} {clf}: "
                               f"top1 {ev.top1:.3f}  mean-class {ev.mean_class_acc:.3f}  (C={ev.C:g})")
         bar.close()
+
+    def _fit_evaluate(self, X_train, y_train, X_test, y_test, clf: str, seed: int, needs_model: bool):
+        """``fit_evaluate``, or the same evaluation read back from the evaluation cache
+        (:mod:`featbench.evaluation_cache`) when this very call was computed before and nothing
+        here needs the fitted model. Returns ``(evaluation, reused)``."""
+        settings = dict(kind=clf, seed=seed, n_jobs=self.opt.n_jobs, solver=self.opt.solver, tol=self.opt.tol,
+                        max_iter=self.opt.max_iter, device=self._probe_device())
+        key = None
+        if self.evaluations.enabled:
+            identity = {k: v for k, v in settings.items() if k != "n_jobs"}  # workers do not change numbers
+            identity["device"] = probe.resolve_device(settings["device"]).type  # cuda and cpu round differently
+            key = evaluation_key(X_train, y_train, X_test, y_test, identity, CLASSIFIERS.entry(clf).obj.__module__)
+            if not needs_model and (ev := self.evaluations.get(key, len(X_test))) is not None:
+                return ev, True
+        ev = fit_evaluate(X_train, y_train, X_test, y_test, **settings)
+        if key is not None:
+            self.evaluations.put(key, ev)
+        return ev, False
 
     def _finetune(self, task, trial, seed, split, ex, stats) -> None:
         """Fine-tuning rows (``finetune-head``/``finetune-all``) for a ``cnn:`` extractor: trained on

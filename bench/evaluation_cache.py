@@ -1,0 +1,144 @@
+"""Evaluations already computed, found again by the hash of everything they depend on.
+
+A cached re-run reads every feature back in seconds and then spent its time in the classifier:
+on the full Caltech-101 decaf task, 25 evaluations of 3-fold cross-validation over 7 C values
+cost about 2,500 s, for numbers that cannot change, since the features, labels and settings
+did not. The runner therefore keeps each finished evaluation (chosen C, CV score, scores,
+predictions, iterations, and the fit's measured seconds) under ``ROOT/evaluations/`` of the
+feature cache, keyed by a SHA-256 of:
+
+* the training and test matrices and labels, byte for byte, as ``fit_evaluate`` receives them
+  (after any adaptation method), so a changed feature, split, trial or method is a new key;
+* every argument of ``fit_evaluate`` that can change the result (classifier, seed, C grid,
+  folds, solver, tolerance, iteration cap, the probe's device type);
+* the source bytes of :mod:`featbench.classifier`, :mod:`featbench.probe` and the module that
+  registers the classifier, and the numpy, torch and scikit-learn versions: an edited solver or
+  another library build is a new key, never a stale answer.
+
+A hit returns the stored :class:`~featbench.classifier.Evaluation` without its model and with
+``fit_s`` as it was measured, so cost columns (and the transfer study's cost axis) keep meaning
+the classifier's cost; records say ``fit_reused``. Callers that need the fitted model (the
+gallery's class-activation maps) fit instead. ``--no-cache`` turns this off with the feature
+cache; ``featbench cache clear`` deletes it. Entries are small JSON files (no pickle); one that
+does not parse, or whose fields do not fit, is a miss and is rewritten.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import inspect
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from featbench.atomic import atomic_write_text
+from featbench.errors import FeatbenchError
+
+FORMAT = 1
+_SCALARS = ("classifier", "C", "cv_score", "top1", "mean_class_acc", "fit_s", "solver", "tol", "max_iter",
+            "n_iter", "converged")
+
+
+@functools.cache
+def _code_identity(module_names: tuple[str, ...]) -> str:
+    """SHA-256 of the named modules' source files and of the libraries that compute the numbers."""
+    import sklearn
+    import torch
+
+    h = hashlib.sha256()
+    for name in module_names:
+        h.update(name.encode())
+        try:
+            h.update(Path(inspect.getsourcefile(importlib.import_module(name))).read_bytes())
+        except (TypeError, OSError, ImportError):  # no source to read: never reuse its results
+            h.update(os.urandom(16))
+    for lib in (np, torch, sklearn):
+        h.update(f"{lib.__name__}={lib.__version__}".encode())
+    return h.hexdigest()
+
+
+def _array_digest(h, name: str, a: np.ndarray) -> None:
+    a = np.ascontiguousarray(a)
+    h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+    h.update(memoryview(a).cast("B"))
+
+
+def evaluation_key(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
+                   settings: dict[str, Any], classifier_module: str) -> str:
+    """The key of one ``fit_evaluate`` call: data bytes, settings, code and library versions."""
+    h = hashlib.sha256(f"featbench-evaluation/{FORMAT}".encode())
+    for name, a in (("X_train", X_train), ("y_train", y_train), ("X_test", X_test), ("y_test", y_test)):
+        _array_digest(h, name, np.asarray(a))
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    modules = tuple(sorted({"featbench.classifier", "featbench.probe", classifier_module}))
+    h.update(_code_identity(modules).encode())
+    return h.hexdigest()
+
+
+class EvaluationCache:
+    """Finished evaluations by :func:`evaluation_key` under ``root``; ``enabled=False``: always a miss."""
+
+    def __init__(self, root: str | os.PathLike, enabled: bool = True,
+                 on_write_error: Callable[[BaseException], None] | None = None) -> None:
+        self.root = Path(root)
+        self.enabled = enabled
+        self.hits = self.misses = self.writes = 0
+        self.on_write_error = on_write_error or warn_write_error
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str, n_test: int):
+        """The stored evaluation (``model=None``), or None; ``n_test`` guards the predictions' length."""
+        from featbench.classifier import Evaluation
+
+        if not self.enabled:
+            return None
+        try:
+            entry = json.loads(self._path(key).read_text())
+            if entry.get("format") != FORMAT:
+                raise ValueError("another format")
+            fields = {k: entry[k] for k in _SCALARS}
+            y_pred = np.asarray(entry["y_pred"])
+            if y_pred.shape != (n_test,):
+                raise ValueError("predictions of another length")
+            for k in ("C", "cv_score", "top1", "mean_class_acc", "fit_s"):
+                fields[k] = float("nan") if fields[k] is None else float(fields[k])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return Evaluation(**fields, y_pred=y_pred, model=None)
+
+    def put(self, key: str, evaluation) -> None:
+        """Keep a finished evaluation; a cache that cannot be written warns once and is left alone."""
+        if not self.enabled:
+            return
+        entry = {"format": FORMAT, **{k: getattr(evaluation, k) for k in _SCALARS},
+                 "y_pred": np.asarray(evaluation.y_pred).tolist()}
+        for k in ("C", "cv_score", "top1", "mean_class_acc", "fit_s"):  # JSON has no NaN
+            entry[k] = None if entry[k] is None or math.isnan(entry[k]) else float(entry[k])
+        try:
+            atomic_write_text(self._path(key), json.dumps(entry, default=_json_scalar))
+        except (OSError, FeatbenchError) as exc:  # atomic writes raise OutputWriteError
+            self.enabled = False
+            self.on_write_error(exc)
+            return
+        self.writes += 1
+
+    def counts(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "writes": self.writes}
+
+
+def warn_write_error(exc: BaseException) -> None:
+    print(f"featbench: warning: {exc}; continuing without the evaluation cache", file=sys.stderr, flush=True)
+
+
+def _json_scalar(obj: Any) -> Any:
+    return obj.item() if isinstance(obj, np.generic) else str(obj)

@@ -1,0 +1,124 @@
+"""The evaluation cache: a re-run on unchanged features, labels and settings reads each evaluation
+back instead of fitting it again, with the same numbers; anything that could change a number is a
+new key; damaged entries are misses; an unwritable cache never stops a run."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import featbench.runner as runner_module
+from featbench.classifier import fit_evaluate
+from featbench.evaluation_cache import EvaluationCache, evaluation_key
+from featbench.runner import RunOptions, Runner
+from featbench.suite import Suite, TaskSpec
+
+from helpers import make_texture_folder
+
+SETTINGS = dict(kind="logreg", seed=0, solver="torch", tol=None, max_iter=None, device="cpu")
+
+
+def _data(seed=0, n=40, d=6, k=3):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % k
+    X = (rng.normal(size=(n, d)) + y[:, None]).astype(np.float32)
+    return X[:30], y[:30], X[30:], y[30:]
+
+
+def _key(X, y, Xt, yt, **changes):
+    return evaluation_key(X, y, Xt, yt, {**SETTINGS, **changes}, "featbench.classifier")
+
+
+def test_the_key_follows_every_input_that_can_change_a_number():
+    X, y, Xt, yt = _data()
+    key = _key(X, y, Xt, yt)
+    assert key == _key(X.copy(), y.copy(), Xt.copy(), yt.copy())
+    X2 = X.copy()
+    X2[3, 2] = np.nextafter(X2[3, 2], np.float32(np.inf))  # one float32 step in one entry
+    y2 = y.copy()
+    y2[[0, 1]] = y2[[1, 0]]
+    others = {_key(X2, y, Xt, yt), _key(X, y2, Xt, yt), _key(X, y, Xt[:-1], yt[:-1]), _key(X, y, Xt, yt, seed=1),
+              _key(X, y, Xt, yt, kind="svm"), _key(X, y, Xt, yt, tol=1e-6), _key(X, y, Xt, yt, solver="sklearn"),
+              _key(X, y, Xt, yt, device="cuda"), _key(X.astype(np.float64), y, Xt, yt)}
+    assert key not in others and len(others) == 9
+
+
+def test_an_entry_reads_back_exactly_and_damage_is_a_miss(tmp_path):
+    X, y, Xt, yt = _data()
+    ev = fit_evaluate(X, y, Xt, yt, **SETTINGS)
+    cache = EvaluationCache(tmp_path / "ev")
+    key = _key(X, y, Xt, yt)
+    assert cache.get(key, len(Xt)) is None
+    cache.put(key, ev)
+    got = cache.get(key, len(Xt))
+    for field in ("classifier", "C", "cv_score", "top1", "mean_class_acc", "fit_s", "solver", "tol", "max_iter",
+                  "n_iter", "converged"):
+        assert getattr(got, field) == getattr(ev, field), field
+    np.testing.assert_array_equal(got.y_pred, ev.y_pred)
+    assert got.model is None
+    assert cache.get(key, len(Xt) + 1) is None  # predictions of another length: not this evaluation
+    path = next((tmp_path / "ev").rglob("*.json"))
+    path.write_text(path.read_text()[:40])
+    assert cache.get(key, len(Xt)) is None
+    assert cache.counts() == {"hits": 1, "misses": 3, "writes": 1}
+
+
+def test_a_cache_that_cannot_be_written_warns_once_and_stays_out_of_the_way(tmp_path, capsys):
+    X, y, Xt, yt = _data()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cache = EvaluationCache(blocker / "ev")
+    ev = fit_evaluate(X, y, Xt, yt, **SETTINGS)
+    cache.put(_key(X, y, Xt, yt), ev)
+    cache.put(_key(X, y, Xt, yt, seed=1), ev)
+    assert capsys.readouterr().err.count("continuing without the evaluation cache") == 1
+    assert not cache.enabled and cache.get(_key(X, y, Xt, yt), len(Xt)) is None
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_texture_folder(root / "textures", per_class=8)
+    return root
+
+
+def _run(tmp_path, data_root, name, cache, fits, use_cache=True, extractors=("hog:size=32,cell=8",)):
+    suite = Suite(name="t", tasks=[TaskSpec(name="textures", train_per_class=[3], trials=2)],
+                  extractors=list(extractors))
+    options = RunOptions(out=tmp_path / name, data_roots=[str(data_root)], cache_dir=str(cache), quiet=True,
+                         report=False, use_cache=use_cache)
+    before = fits["n"]
+    Runner(suite, options, command=["test"]).run()
+    df = pd.read_csv(tmp_path / name / "results.csv").sort_values(["trial", "extractor"], ignore_index=True)
+    meta = json.loads((tmp_path / name / "run.json").read_text())
+    return df, meta, fits["n"] - before
+
+
+@pytest.fixture
+def fits(monkeypatch):
+    calls = {"n": 0}
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return fit_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "fit_evaluate", counting)
+    return calls
+
+
+def test_a_rerun_reads_every_evaluation_back_with_the_same_numbers(tmp_path, data_root, fits):
+    first, _, n_first = _run(tmp_path, data_root, "first", tmp_path / "cache", fits)
+    again, meta, n_again = _run(tmp_path, data_root, "again", tmp_path / "cache", fits)
+    assert n_first == len(first) == 2 and n_again == 0
+    assert not first["fit_reused"].any() and again["fit_reused"].all()
+    cols = ["trial", "extractor", "C", "cv_score", "top1", "mean_class_acc", "fit_s", "n_iter", "converged"]
+    pd.testing.assert_frame_equal(first[cols], again[cols])
+    key = next(k for k in meta["tasks"] if k.startswith("textures"))
+    assert meta["tasks"][key]["evaluation_cache"] == {"hits": 2, "misses": 0, "writes": 0}
+    # a new extractor beside the old one: only its evaluations are fitted
+    _, _, n_added = _run(tmp_path, data_root, "added", tmp_path / "cache", fits,
+                         extractors=("hog:size=32,cell=8", "hog:size=32,cell=16"))
+    assert n_added == 2
+    # --no-cache fits everything again
+    fresh, _, n_fresh = _run(tmp_path, data_root, "fresh", tmp_path / "cache", fits, use_cache=False)
+    assert n_fresh == 2 and not fresh["fit_reused"].any()

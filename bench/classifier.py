@@ -182,7 +182,7 @@ def original_space_weights(pipeline) -> tuple[np.ndarray, np.ndarray] | None:
     the arg-max is the prediction either way. None for a classifier that is no linear model on
     standardised features (``1nn``). Used for class activation maps (report gallery). A torch-solver
     model maps its own weights back the same way."""
-    if isinstance(pipeline, _TorchPath):
+    if isinstance(pipeline, (_TorchPath, LinearWeights)):
         return pipeline.original_space_weights()
     steps = [step for _, step in pipeline.steps]
     if len(steps) != 3 or not hasattr(steps[2], "coef_"):
@@ -196,6 +196,17 @@ def original_space_weights(pipeline) -> tuple[np.ndarray, np.ndarray] | None:
     if len(W) == 1:
         W, b = np.concatenate([-W, W]), np.concatenate([-b, b])
     return W, b
+
+
+@dataclass
+class LinearWeights:
+    """A fitted linear model as its raw-feature weights only (``W [classes, d]``, ``b [classes]``):
+    what an evaluation read back from :mod:`featbench.evaluation_cache` carries as its model."""
+    W: np.ndarray
+    b: np.ndarray
+
+    def original_space_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.W, self.b
 
 
 @dataclass

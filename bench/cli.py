@@ -58,7 +58,7 @@ class OneLineErrors(TyperGroup):
 
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Benchmark ImageNet CNN layer features against classical descriptors.")
-cache_app = typer.Typer(help="Inspect or clear the feature cache.", pretty_exceptions_enable=False)
+cache_app = typer.Typer(help="Inspect or clear the feature cache (and the evaluations kept beside it).", pretty_exceptions_enable=False)
 app.add_typer(cache_app, name="cache")
 results_app = typer.Typer(help="The committed results corpus (results/*.jsonl) and RESULTS.md.",
                           pretty_exceptions_enable=False)
@@ -151,7 +151,7 @@ def run(
     strict: bool = typer.Option(False, help="Stop at the first unreadable image instead of skipping it."),
     quiet: bool = typer.Option(False, help="No progress bars or per-result lines."),
     cache_dir: Optional[str] = typer.Option(None, help="Feature cache folder (default $FEATBENCH_CACHE or ~/.cache/featbench)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache (nor the evaluation cache beside it)."),
     batch_size: int = typer.Option(32, min=1, help="Images per extraction batch."),
     workers: Optional[int] = typer.Option(None, min=0, help="DataLoader workers for CNN decoding (default: from the cores available, README 'Speed'; up to 8 on a GPU)."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch intra-op threads (CNN default: from the cores available, README 'Speed')."),
@@ -274,7 +274,7 @@ def synth_data(out: Path = typer.Argument(..., help="Folder to create (OUT/train
 @user_errors
 def cache_info(cache_dir: Optional[str] = typer.Option(None, help="Cache folder.")) -> None:
     """Where the cache is and what it holds."""
-    from featbench.cache import FeatureCache
+    from featbench.cache import EVALUATIONS_DIR, FeatureCache
 
     cache = FeatureCache(_cache_dir(cache_dir))
     typer.echo(f"cache: {cache.root}")
@@ -287,6 +287,11 @@ def cache_info(cache_dir: Optional[str] = typer.Option(None, help="Cache folder.
         orphans = f", {row['orphans']} orphan chunk(s)" if row["orphans"] else ""
         typer.echo(f"  {row['name']}  {row['entries']:8d} images in {row['chunks']:5d} chunks{legacy}{orphans} "
                    f"{row['bytes'] / 1e6:9.1f} MB  {spec} {meta.get('output') or ''}{meta.get('damaged') or ''}")
+    evaluations = list((cache.root / EVALUATIONS_DIR).glob("*/*.json"))
+    if evaluations:
+        size = sum(p.stat().st_size for p in evaluations)
+        total += size
+        typer.echo(f"  {EVALUATIONS_DIR}/  {len(evaluations)} classifier evaluations  {size / 1e6:.1f} MB")
     typer.echo(f"total {total / 1e6:.1f} MB")
 
 
@@ -306,7 +311,7 @@ def cache_migrate(cache_dir: Optional[str] = typer.Option(None, help="Cache fold
 @cache_app.command("clear")
 @user_errors
 def cache_clear(cache_dir: Optional[str] = typer.Option(None, help="Cache folder.")) -> None:
-    """Delete every cached feature."""
+    """Delete every cached feature and classifier evaluation."""
     from featbench.cache import FeatureCache
 
     cache = FeatureCache(_cache_dir(cache_dir))

@@ -15,10 +15,11 @@ feature cache, keyed by a SHA-256 of:
   registers the classifier, and the numpy, torch and scikit-learn versions: an edited solver or
   another library build is a new key, never a stale answer.
 
-A hit returns the stored :class:`~featbench.classifier.Evaluation` without its model and with
-``fit_s`` as it was measured, so cost columns (and the transfer study's cost axis) keep meaning
-the classifier's cost; records say ``fit_reused``. Callers that need the fitted model (the
-gallery's class-activation maps) fit instead. ``--no-cache`` turns this off with the feature
+A hit returns the stored :class:`~featbench.classifier.Evaluation` with ``fit_s`` as it was
+measured, so cost columns (and the transfer study's cost axis) keep meaning the classifier's cost;
+records say ``fit_reused``. Its model is None, or for a caller that needs the fitted model (the
+report gallery's class-activation maps) the raw-feature weights kept beside the entry
+(``<key>.weights.npz``) as :class:`~featbench.classifier.LinearWeights`. ``--no-cache`` turns this off with the feature
 cache; ``featbench cache clear`` deletes it. Entries are small JSON files (no pickle); one that
 does not parse, or whose fields do not fit, is a miss and is rewritten.
 """
@@ -37,7 +38,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from featbench.atomic import atomic_write_text
+from featbench.atomic import atomic_write_text, atomic_write_with
 from featbench.errors import FeatbenchError
 
 FORMAT = 1
@@ -91,16 +92,21 @@ class EvaluationCache:
         self.hits = self.misses = self.writes = 0
         self.on_write_error = on_write_error or warn_write_error
 
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
+    def _path(self, key: str, suffix: str = ".json") -> Path:
+        return self.root / key[:2] / f"{key}{suffix}"
 
-    def get(self, key: str, n_test: int):
-        """The stored evaluation (``model=None``), or None; ``n_test`` guards the predictions' length."""
-        from featbench.classifier import Evaluation
+    def get(self, key: str, n_test: int, with_weights: bool = False):
+        """The stored evaluation, or None; ``n_test`` guards the predictions' length. Its model is
+        None, or with ``with_weights`` the stored raw-feature weights (a miss when none were kept)."""
+        from featbench.classifier import Evaluation, LinearWeights
 
         if not self.enabled:
             return None
         try:
+            model = None
+            if with_weights:
+                with np.load(self._path(key, ".weights.npz"), allow_pickle=False) as z:
+                    model = LinearWeights(z["W"], z["b"])
             entry = json.loads(self._path(key).read_text())
             if entry.get("format") != FORMAT:
                 raise ValueError("another format")
@@ -110,14 +116,15 @@ class EvaluationCache:
                 raise ValueError("predictions of another length")
             for k in ("C", "cv_score", "top1", "mean_class_acc", "fit_s"):
                 fields[k] = float("nan") if fields[k] is None else float(fields[k])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError):
             self.misses += 1
             return None
         self.hits += 1
-        return Evaluation(**fields, y_pred=y_pred, model=None)
+        return Evaluation(**fields, y_pred=y_pred, model=model)
 
-    def put(self, key: str, evaluation) -> None:
-        """Keep a finished evaluation; a cache that cannot be written warns once and is left alone."""
+    def put(self, key: str, evaluation, weights: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Keep a finished evaluation, and ``weights`` (``W``, ``b`` on raw features) when a caller
+        will want the model back; a cache that cannot be written reports once and is left alone."""
         if not self.enabled:
             return
         entry = {"format": FORMAT, **{k: getattr(evaluation, k) for k in _SCALARS},
@@ -125,6 +132,8 @@ class EvaluationCache:
         for k in ("C", "cv_score", "top1", "mean_class_acc", "fit_s"):  # JSON has no NaN
             entry[k] = None if entry[k] is None or math.isnan(entry[k]) else float(entry[k])
         try:
+            if weights is not None:  # first: an entry is only complete once its JSON exists
+                atomic_write_with(self._path(key, ".weights.npz"), lambda p: _save_weights(p, *weights))
             atomic_write_text(self._path(key), json.dumps(entry, default=_json_scalar))
         except (OSError, FeatbenchError) as exc:  # atomic writes raise OutputWriteError
             self.enabled = False
@@ -134,6 +143,11 @@ class EvaluationCache:
 
     def counts(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses, "writes": self.writes}
+
+
+def _save_weights(path: Path, W: np.ndarray, b: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to the temporary name
+        np.savez(f, W=np.asarray(W), b=np.asarray(b))
 
 
 def warn_write_error(exc: BaseException) -> None:

@@ -24,7 +24,7 @@ from featbench import run_folder
 from featbench.atomic import append_line, atomic_write_bytes, atomic_write_with
 from featbench import probe
 from featbench.cache import EVALUATIONS_DIR, SCRATCH_DIR, FeatureCache
-from featbench.classifier import CLASSIFIERS, SOLVERS, fit_evaluate
+from featbench.classifier import CLASSIFIERS, SOLVERS, fit_evaluate, original_space_weights
 from featbench.evaluation_cache import EvaluationCache, evaluation_key, warn_write_error
 from featbench.datasets.folder import ImageRecord
 from featbench.datasets.images import max_pixels
@@ -131,6 +131,15 @@ def _progress(total: int, desc: str, quiet: bool, unit: str = "img"):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, disable=quiet, leave=False, dynamic_ncols=True)
+
+
+def _weights_or_none(model) -> tuple[np.ndarray, np.ndarray] | None:
+    """The model's raw-feature weights for the evaluation cache; None where there are none (a
+    picture's weights must never stop a run: the gallery records its own errors)."""
+    try:
+        return original_space_weights(model)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 class Runner:
@@ -398,8 +407,9 @@ class Runner:
 
     def _fit_evaluate(self, X_train, y_train, X_test, y_test, clf: str, seed: int, needs_model: bool):
         """``fit_evaluate``, or the same evaluation read back from the evaluation cache
-        (:mod:`featbench.evaluation_cache`) when this very call was computed before and nothing
-        here needs the fitted model. Returns ``(evaluation, reused)``."""
+        (:mod:`featbench.evaluation_cache`) when this very call was computed before; with
+        ``needs_model`` (the gallery draws this probe) its raw-feature weights are kept and read
+        back too. Returns ``(evaluation, reused)``."""
         settings = dict(kind=clf, seed=seed, n_jobs=self.opt.n_jobs, solver=self.opt.solver, tol=self.opt.tol,
                         max_iter=self.opt.max_iter, device=self._probe_device())
         key = None
@@ -407,11 +417,11 @@ class Runner:
             identity = {k: v for k, v in settings.items() if k != "n_jobs"}  # workers do not change numbers
             identity["device"] = probe.resolve_device(settings["device"]).type  # cuda and cpu round differently
             key = evaluation_key(X_train, y_train, X_test, y_test, identity, CLASSIFIERS.entry(clf).obj.__module__)
-            if not needs_model and (ev := self.evaluations.get(key, len(X_test))) is not None:
+            if (ev := self.evaluations.get(key, len(X_test), with_weights=needs_model)) is not None:
                 return ev, True
         ev = fit_evaluate(X_train, y_train, X_test, y_test, **settings)
         if key is not None:
-            self.evaluations.put(key, ev)
+            self.evaluations.put(key, ev, weights=_weights_or_none(ev.model) if needs_model else None)
         return ev, False
 
     def _finetune(self, task, trial, seed, split, ex, stats) -> None:

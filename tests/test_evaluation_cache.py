@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import featbench.runner as runner_module
-from featbench.classifier import fit_evaluate
+from featbench.classifier import fit_evaluate, original_space_weights
 from featbench.evaluation_cache import EvaluationCache, evaluation_key
 from featbench.runner import RunOptions, Runner
 from featbench.suite import Suite, TaskSpec
@@ -56,11 +56,17 @@ def test_an_entry_reads_back_exactly_and_damage_is_a_miss(tmp_path):
         assert getattr(got, field) == getattr(ev, field), field
     np.testing.assert_array_equal(got.y_pred, ev.y_pred)
     assert got.model is None
+    assert cache.get(key, len(Xt), with_weights=True) is None  # no weights were kept with it
+    W, b = original_space_weights(ev.model)
+    cache.put(key, ev, weights=(W, b))
+    model = cache.get(key, len(Xt), with_weights=True).model
+    np.testing.assert_array_equal(original_space_weights(model)[0], W)
+    np.testing.assert_array_equal(original_space_weights(model)[1], b)
     assert cache.get(key, len(Xt) + 1) is None  # predictions of another length: not this evaluation
     path = next((tmp_path / "ev").rglob("*.json"))
     path.write_text(path.read_text()[:40])
     assert cache.get(key, len(Xt)) is None
-    assert cache.counts() == {"hits": 1, "misses": 3, "writes": 1}
+    assert cache.counts() == {"hits": 2, "misses": 4, "writes": 2}
 
 
 def test_a_cache_that_cannot_be_written_warns_once_and_stays_out_of_the_way(tmp_path, capsys):
@@ -119,6 +125,12 @@ def test_a_rerun_reads_every_evaluation_back_with_the_same_numbers(tmp_path, dat
     _, _, n_added = _run(tmp_path, data_root, "added", tmp_path / "cache", fits,
                          extractors=("hog:size=32,cell=8", "hog:size=32,cell=16"))
     assert n_added == 2
+    # cache info counts them; cache clear deletes them with the features
+    from typer.testing import CliRunner
+
+    from featbench.cli import app
+    info = CliRunner().invoke(app, ["cache", "info", "--cache-dir", str(tmp_path / "cache")])
+    assert info.exit_code == 0 and "evaluations/  4 classifier evaluations" in info.output
     # --no-cache fits everything again
     fresh, _, n_fresh = _run(tmp_path, data_root, "fresh", tmp_path / "cache", fits, use_cache=False)
     assert n_fresh == 2 and not fresh["fit_reused"].any()

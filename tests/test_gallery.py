@@ -106,6 +106,26 @@ def test_run_keeps_gallery_material(gallery_run):
     assert all((gallery_run / "gallery" / entry["dir"] / f).is_file() for f in entry["thumbs"].values())
 
 
+@pytest.mark.slow
+def test_a_rerun_draws_the_same_probe_from_the_evaluation_cache(gallery_run):
+    """The re-run reads every evaluation back (the probe's weights included) and draws the same CAMs."""
+    base = gallery_run.parent
+    suite = Suite(name="gallery-test", tasks=[TaskSpec(name="textures")],
+                  extractors=["hog:size=32", "surf-bow:k=16", CNN])
+    options = RunOptions(out=base / "rerun", data_roots=[str(base / "data")], cache_dir=str(base / "cache"),
+                         quiet=True, batch_size=8, device="cpu", report=False)
+    Runner(suite, options, command=["featbench", "run", "gallery-test"]).run()
+    rows = [json.loads(line) for line in (base / "rerun" / "results.jsonl").read_text().splitlines()]
+    assert rows and all(r["fit_reused"] for r in rows)
+    first, again = (read_index(run)["tasks"]["textures"] for run in (gallery_run, base / "rerun"))
+    (p1,), (p2,) = first["probes"], again["probes"]
+    a1, a2 = (load_arrays(run / "gallery" / e["dir"] / p["file"])
+              for run, e, p in ((gallery_run, first, p1), (base / "rerun", again, p2)))
+    assert sorted(a1) == sorted(a2)
+    for name in a1:
+        np.testing.assert_array_equal(a1[name], a2[name])
+
+
 @pytest.fixture(scope="module")
 def gallery_report(gallery_run, tmp_path_factory):
     return build_report([gallery_run], tmp_path_factory.mktemp("gallery-report"))

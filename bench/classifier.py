@@ -235,17 +235,26 @@ class _SpanFeatures:
     ``make_pipeline(StandardScaler(), RowSpan())`` with fewer products: the training rows' Gram
     matrix ``A A^T`` (``A`` the standardised training rows, float64) gives the eigenvectors ``U``
     and singular values ``s``; the training rows in the span are ``U * s`` (no product) and new rows
-    ``B`` are ``(B A^T) U / s`` (no ``d x n`` basis is formed). With ``d <= n``: standardisation only."""
+    ``B`` are ``(B A^T) U / s`` (no ``d x n`` basis is formed). With ``d <= n``: standardisation only.
 
-    def __init__(self, X: np.ndarray, rtol: float = RowSpan().rtol) -> None:
+    When ``d > n`` every product runs over blocks of ``block_cols`` feature columns, standardised
+    into one reused float64 buffer, so no ``n x d`` float64 copy of the rows is ever made: on a
+    3,030 x 25,200 pyramid those copies (and first-touch page faults on fresh memory) cost more
+    than the products themselves."""
+
+    def __init__(self, X: np.ndarray, rtol: float = RowSpan().rtol, block_cols: int = 2048) -> None:
         n, d = X.shape
-        A = self._fit_scale(X)
-        self.A = A if d > n else None
-        if self.A is None:
-            self.train = A.astype(np.float32)
+        self.block_cols = int(block_cols)
+        self.X = X if d > n else None  # the float32 training rows, standardised block by block
+        if self.X is None:
+            self.train = self._fit_scale(X).astype(np.float32)
             return
+        self.mean_, self.scale_ = np.empty(d), np.empty(d)
+        gram = np.zeros((n, n))
         with _blas_threads_for(n * n * d):
-            eigval, eigvec = np.linalg.eigh(self.A @ self.A.T)
+            for cols, A in self._blocks(X, fit=True):
+                gram += A @ A.T
+            eigval, eigvec = np.linalg.eigh(gram)
         sing = np.sqrt(np.clip(eigval, 0.0, None))
         keep = sing > rtol * sing.max() if sing.max() > 0 else np.zeros_like(sing, bool)
         keep[np.argmax(sing)] = True  # always at least one direction (as RowSpan)
@@ -253,38 +262,65 @@ class _SpanFeatures:
         self.train = (self.U * self.s).astype(np.float32)
 
     def _fit_scale(self, X: np.ndarray) -> np.ndarray:
-        """``StandardScaler().fit(X)``'s ``mean_`` and ``scale_`` (float64 two-pass variance; near-constant
-        features get scale 1, decided as scikit-learn decides them), returning the standardised rows in
-        float64: one float64 copy instead of scikit-learn's incremental pass plus a second copy."""
+        """Standardise ``X`` (float64 copy) and set ``mean_``/``scale_`` for its columns."""
+        self.mean_, self.scale_ = np.empty(X.shape[1]), np.empty(X.shape[1])
         A = X.astype(np.float64)
-        self.mean_ = A.mean(axis=0)
-        A -= self.mean_
-        n, eps = len(A), np.finfo(np.float64).eps
-        var = np.einsum("ij,ij->j", A, A) / n
-        constant = var <= n * eps * var + (n * self.mean_ * eps) ** 2
-        self.scale_ = np.where(constant, 1.0, np.sqrt(var))
-        A /= self.scale_
+        _scale_columns(A, self.mean_, self.scale_)
         return A
+
+    def _blocks(self, X: np.ndarray, fit: bool = False):
+        """``(cols, standardised float64 block of X)`` over column blocks, in one reused buffer;
+        with ``fit``, each block's ``mean_`` and ``scale_`` are computed from it first."""
+        buf = np.empty((len(X), min(self.block_cols, X.shape[1])))
+        for start in range(0, X.shape[1], self.block_cols):
+            cols = slice(start, min(start + self.block_cols, X.shape[1]))
+            A = buf[:, :cols.stop - cols.start]
+            np.copyto(A, X[:, cols])
+            if fit:
+                _scale_columns(A, self.mean_[cols], self.scale_[cols])
+            else:
+                A -= self.mean_[cols]
+                A /= self.scale_[cols]
+            yield cols, A
 
     @property
     def orthogonal(self) -> bool:
-        return self.A is not None
-
-    def _standardise(self, X: np.ndarray) -> np.ndarray:
-        A = X.astype(np.float64)
-        A -= self.mean_
-        A /= self.scale_
-        return A
+        return self.X is not None
 
     def standardised_weights(self, W: np.ndarray) -> np.ndarray:
         """Weights ``[r, k]`` on the transformed rows as weights ``[d, k]`` on standardised features."""
-        return W if self.A is None else self.A.T @ ((self.U / self.s) @ W)
+        if self.X is None:
+            return W
+        M, out = (self.U / self.s) @ W, np.empty((self.X.shape[1], W.shape[1]))
+        for cols, A in self._blocks(self.X):
+            out[cols] = A.T @ M
+        return out
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        if self.A is None:
-            return self._standardise(X).astype(np.float32)
-        with _blas_threads_for(2 * len(X) * self.A.size):
-            return ((self._standardise(X) @ self.A.T) @ self.U / self.s).astype(np.float32)
+        if self.X is None:
+            A = X.astype(np.float64)
+            A -= self.mean_
+            A /= self.scale_
+            return A.astype(np.float32)
+        cross = np.zeros((len(X), len(self.X)))
+        with _blas_threads_for(2 * len(X) * self.X.size):
+            for (cols, A), (_, B) in zip(self._blocks(self.X), self._blocks(X)):
+                cross += B @ A.T
+            return (cross @ self.U / self.s).astype(np.float32)
+
+
+def _scale_columns(A: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> None:
+    """Standardise the float64 columns of ``A`` in place, writing ``StandardScaler().fit``'s
+    ``mean_`` and ``scale_`` into ``mean`` and ``scale`` (two-pass variance; near-constant columns
+    get scale 1, decided as scikit-learn decides them). Bit-identical to scikit-learn's numbers,
+    in one pass over one float64 copy."""
+    n, eps = len(A), np.finfo(np.float64).eps
+    mean[:] = A.mean(axis=0)
+    A -= mean
+    var = np.einsum("ij,ij->j", A, A) / n
+    constant = var <= n * eps * var + (n * mean * eps) ** 2
+    scale[:] = np.where(constant, 1.0, np.sqrt(var))
+    A /= scale
 
 
 class _TorchPath:

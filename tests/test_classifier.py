@@ -93,3 +93,27 @@ def test_row_span_passes_through_when_n_exceeds_d():
     span = RowSpan().fit(X)
     assert span.components_ is None
     np.testing.assert_array_equal(span.transform(X), X)
+
+
+def test_span_features_by_column_blocks_match_scikit_learn():
+    """The torch path's standardisation and span projection, computed over column blocks, give
+    StandardScaler's mean and scale bit for bit and RowSpan's geometry (inner products of rows)."""
+    from sklearn.preprocessing import StandardScaler
+
+    from featbench.classifier import RowSpan, _SpanFeatures
+
+    rng = np.random.default_rng(3)
+    X = rng.gamma(0.3, size=(40, 700)).astype(np.float32)
+    X[:, 5] = 2.5  # a constant column: scale 1, as scikit-learn sets it
+    X_new = rng.gamma(0.3, size=(9, 700)).astype(np.float32)
+    scaler = StandardScaler().fit(X)
+    span = RowSpan().fit(scaler.transform(X))
+    ref_train, ref_new = (span.transform(scaler.transform(A)).astype(np.float64) for A in (X, X_new))
+    for block_cols in (64, 700, 5000):
+        prep = _SpanFeatures(X, block_cols=block_cols)
+        assert np.array_equal(prep.mean_, scaler.mean_) and np.array_equal(prep.scale_, scaler.scale_)
+        train, new = prep.train.astype(np.float64), prep.transform(X_new).astype(np.float64)
+        np.testing.assert_allclose(new @ train.T, ref_new @ ref_train.T, atol=1e-3)
+        np.testing.assert_allclose(train @ train.T, ref_train @ ref_train.T, atol=1e-3)
+        W = rng.normal(size=(train.shape[1], 3))  # weights on the span map back to standardised features
+        np.testing.assert_allclose(scaler.transform(X_new) @ prep.standardised_weights(W), new @ W, atol=1e-3)

@@ -279,9 +279,15 @@ class _SpanFeatures:
             if fit:
                 _scale_columns(A, self.mean_[cols], self.scale_[cols])
             else:
-                A -= self.mean_[cols]
-                A /= self.scale_[cols]
+                self._standardise(A, cols)
             yield cols, A
+
+    def _standardise(self, A: np.ndarray, cols: slice = slice(None)) -> np.ndarray:
+        """Standardise float64 rows ``A`` (the feature columns ``cols``) in place, with the fitted
+        ``mean_`` and ``scale_``."""
+        A -= self.mean_[cols]
+        A /= self.scale_[cols]
+        return A
 
     @property
     def orthogonal(self) -> bool:
@@ -298,10 +304,7 @@ class _SpanFeatures:
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         if self.X is None:
-            A = X.astype(np.float64)
-            A -= self.mean_
-            A /= self.scale_
-            return A.astype(np.float32)
+            return self._standardise(X.astype(np.float64)).astype(np.float32)
         cross = np.zeros((len(X), len(self.X)))
         with _blas_threads_for(2 * len(X) * self.X.size):
             for (cols, A), (_, B) in zip(self._blocks(self.X), self._blocks(X)):

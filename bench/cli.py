@@ -275,6 +275,7 @@ def synth_data(out: Path = typer.Argument(..., help="Folder to create (OUT/train
 def cache_info(cache_dir: Optional[str] = typer.Option(None, help="Cache folder.")) -> None:
     """Where the cache is and what it holds."""
     from featbench.cache import EVALUATIONS_DIR, FeatureCache
+    from featbench.evaluation_cache import EvaluationCache
 
     cache = FeatureCache(_cache_dir(cache_dir))
     typer.echo(f"cache: {cache.root}")
@@ -287,11 +288,10 @@ def cache_info(cache_dir: Optional[str] = typer.Option(None, help="Cache folder.
         orphans = f", {row['orphans']} orphan chunk(s)" if row["orphans"] else ""
         typer.echo(f"  {row['name']}  {row['entries']:8d} images in {row['chunks']:5d} chunks{legacy}{orphans} "
                    f"{row['bytes'] / 1e6:9.1f} MB  {spec} {meta.get('output') or ''}{meta.get('damaged') or ''}")
-    evaluations = list((cache.root / EVALUATIONS_DIR).glob("*/*.json"))
-    if evaluations:
-        size = sum(p.stat().st_size for p in evaluations)
+    n_evaluations, size = EvaluationCache(cache.root / EVALUATIONS_DIR).stored()
+    if n_evaluations:
         total += size
-        typer.echo(f"  {EVALUATIONS_DIR}/  {len(evaluations)} classifier evaluations  {size / 1e6:.1f} MB")
+        typer.echo(f"  {EVALUATIONS_DIR}/  {n_evaluations} classifier evaluations  {size / 1e6:.1f} MB")
     typer.echo(f"total {total / 1e6:.1f} MB")
 
 

@@ -9,8 +9,9 @@ feature cache, keyed by a SHA-256 of:
 
 * the training and test matrices and labels, byte for byte, as ``fit_evaluate`` receives them
   (after any adaptation method), so a changed feature, split, trial or method is a new key;
-* every argument of ``fit_evaluate`` that can change the result (classifier, seed, C grid,
-  folds, solver, tolerance, iteration cap, the probe's device type);
+* every argument of ``fit_evaluate`` that can change the result (classifier, seed, solver,
+  tolerance, iteration cap, the probe's device type; its defaults, such as the C grid and the
+  folds, live in :mod:`featbench.classifier`, whose source is part of the key);
 * the source bytes of :mod:`featbench.classifier`, :mod:`featbench.probe` and the module that
   registers the classifier, and the numpy, torch and scikit-learn versions: an edited solver or
   another library build is a new key, never a stale answer.
@@ -44,6 +45,7 @@ from featbench.errors import FeatbenchError
 FORMAT = 1
 _SCALARS = ("classifier", "C", "cv_score", "top1", "mean_class_acc", "fit_s", "solver", "tol", "max_iter",
             "n_iter", "converged")
+_FLOATS = ("C", "cv_score", "top1", "mean_class_acc", "fit_s")  # may be NaN, which JSON stores as null
 
 
 @functools.cache
@@ -71,14 +73,22 @@ def _array_digest(h, name: str, a: np.ndarray) -> None:
 
 
 def evaluation_key(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
-                   settings: dict[str, Any], classifier_module: str) -> str:
-    """The key of one ``fit_evaluate`` call: data bytes, settings, code and library versions."""
+                   settings: dict[str, Any]) -> str:
+    """The key of ``fit_evaluate(X_train, y_train, X_test, y_test, **settings)``: data bytes, the
+    settings that can change a number (``n_jobs`` cannot; ``device`` counts by its type: CUDA and
+    CPU round differently), the solver's code and the library versions. Defaults of
+    ``fit_evaluate`` (C grid, folds) are covered by its module's source."""
+    from featbench import probe
+    from featbench.classifier import CLASSIFIERS
+
+    identity = {k: v for k, v in settings.items() if k != "n_jobs"}
+    identity["device"] = probe.resolve_device(settings.get("device", "cpu")).type
     h = hashlib.sha256(f"featbench-evaluation/{FORMAT}".encode())
     for name, a in (("X_train", X_train), ("y_train", y_train), ("X_test", X_test), ("y_test", y_test)):
         _array_digest(h, name, np.asarray(a))
-    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    modules = tuple(sorted({"featbench.classifier", "featbench.probe", classifier_module}))
-    h.update(_code_identity(modules).encode())
+    h.update(json.dumps(identity, sort_keys=True, default=str).encode())
+    registering = CLASSIFIERS.entry(settings["kind"]).obj.__module__
+    h.update(_code_identity(tuple(sorted({"featbench.classifier", "featbench.probe", registering}))).encode())
     return h.hexdigest()
 
 
@@ -114,7 +124,7 @@ class EvaluationCache:
             y_pred = np.asarray(entry["y_pred"])
             if y_pred.shape != (n_test,):
                 raise ValueError("predictions of another length")
-            for k in ("C", "cv_score", "top1", "mean_class_acc", "fit_s"):
+            for k in _FLOATS:
                 fields[k] = float("nan") if fields[k] is None else float(fields[k])
         except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError):
             self.misses += 1
@@ -129,7 +139,7 @@ class EvaluationCache:
             return
         entry = {"format": FORMAT, **{k: getattr(evaluation, k) for k in _SCALARS},
                  "y_pred": np.asarray(evaluation.y_pred).tolist()}
-        for k in ("C", "cv_score", "top1", "mean_class_acc", "fit_s"):  # JSON has no NaN
+        for k in _FLOATS:
             entry[k] = None if entry[k] is None or math.isnan(entry[k]) else float(entry[k])
         try:
             if weights is not None:  # first: an entry is only complete once its JSON exists
@@ -143,6 +153,12 @@ class EvaluationCache:
 
     def counts(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses, "writes": self.writes}
+
+    def stored(self) -> tuple[int, int]:
+        """How many evaluations are on disk, and their bytes (weights included)."""
+        entries = list(self.root.glob("*/*.json"))
+        size = sum(p.stat().st_size for p in entries) + sum(p.stat().st_size for p in self.root.glob("*/*.weights.npz"))
+        return len(entries), size
 
 
 def _save_weights(path: Path, W: np.ndarray, b: np.ndarray) -> None:

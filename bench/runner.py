@@ -22,7 +22,6 @@ import featbench
 from featbench import adaptation
 from featbench import run_folder
 from featbench.atomic import append_line, atomic_write_bytes, atomic_write_with
-from featbench import probe
 from featbench.cache import EVALUATIONS_DIR, SCRATCH_DIR, FeatureCache
 from featbench.classifier import CLASSIFIERS, SOLVERS, fit_evaluate, original_space_weights
 from featbench.evaluation_cache import EvaluationCache, evaluation_key, warn_write_error
@@ -131,6 +130,11 @@ def _progress(total: int, desc: str, quiet: bool, unit: str = "img"):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, disable=quiet, leave=False, dynamic_ncols=True)
+
+
+def _since(before: dict[str, int], now: dict[str, int]) -> dict[str, int]:
+    """Counters (hits, misses, writes) gained since ``before``: one task's share of a run-long store."""
+    return {k: n - before[k] for k, n in now.items()}
 
 
 def _weights_or_none(model) -> tuple[np.ndarray, np.ndarray] | None:
@@ -281,7 +285,7 @@ class Runner:
         before = self.evaluations.counts()
         with self._descriptor_store(task, extractors):
             self._run_extractors(task, methods, extractors, splits, everything, sample)
-        self.task_info[task.name]["evaluation_cache"] = {k: n - before[k] for k, n in self.evaluations.counts().items()}
+        self.task_info[task.name]["evaluation_cache"] = _since(before, self.evaluations.counts())
         if task.name == self.sample_task and sample:
             self._write_features_sample(task, splits[0], sample)
         self.gallery.finish_task(task.name)
@@ -323,7 +327,7 @@ class Runner:
             for ex in extractors:
                 ex.use_descriptor_store(None)
             self.task_info[task.name]["descriptor_store"] = {
-                **{k: n - before[k] for k, n in store.counts().items()}, "stopped_writing_disk_full": store.full}
+                **_since(before, store.counts()), "stopped_writing_disk_full": store.full}
 
     def _close_descriptor_store(self) -> None:
         if self._store is not None:
@@ -414,9 +418,7 @@ class Runner:
                         max_iter=self.opt.max_iter, device=self._probe_device())
         key = None
         if self.evaluations.enabled:
-            identity = {k: v for k, v in settings.items() if k != "n_jobs"}  # workers do not change numbers
-            identity["device"] = probe.resolve_device(settings["device"]).type  # cuda and cpu round differently
-            key = evaluation_key(X_train, y_train, X_test, y_test, identity, CLASSIFIERS.entry(clf).obj.__module__)
+            key = evaluation_key(X_train, y_train, X_test, y_test, settings)
             if (ev := self.evaluations.get(key, len(X_test), with_weights=needs_model)) is not None:
                 return ev, True
         ev = fit_evaluate(X_train, y_train, X_test, y_test, **settings)

@@ -26,13 +26,14 @@ def _data(seed=0, n=40, d=6, k=3):
 
 
 def _key(X, y, Xt, yt, **changes):
-    return evaluation_key(X, y, Xt, yt, {**SETTINGS, **changes}, "featbench.classifier")
+    return evaluation_key(X, y, Xt, yt, {**SETTINGS, **changes})
 
 
 def test_the_key_follows_every_input_that_can_change_a_number():
     X, y, Xt, yt = _data()
     key = _key(X, y, Xt, yt)
     assert key == _key(X.copy(), y.copy(), Xt.copy(), yt.copy())
+    assert key == _key(X, y, Xt, yt, n_jobs=2)  # workers do not change a number
     X2 = X.copy()
     X2[3, 2] = np.nextafter(X2[3, 2], np.float32(np.inf))  # one float32 step in one entry
     y2 = y.copy()

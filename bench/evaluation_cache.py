@@ -12,9 +12,10 @@ feature cache, keyed by a SHA-256 of:
 * every argument of ``fit_evaluate`` that can change the result (classifier, seed, solver,
   tolerance, iteration cap, the probe's device type; its defaults, such as the C grid and the
   folds, live in :mod:`featbench.classifier`, whose source is part of the key);
-* the source bytes of :mod:`featbench.classifier`, :mod:`featbench.probe` and the module that
-  registers the classifier, and the numpy, torch and scikit-learn versions: an edited solver or
-  another library build is a new key, never a stale answer.
+* the code of :mod:`featbench.classifier`, :mod:`featbench.probe` and the module that registers
+  the classifier (their syntax trees without docstrings, so comments and docstrings do not count),
+  and the numpy, torch and scikit-learn versions: an edited solver or another library build is a
+  new key, never a stale answer.
 
 A hit returns the stored :class:`~featbench.classifier.Evaluation` with ``fit_s`` as it was
 measured, so cost columns (and the transfer study's cost axis) keep meaning the classifier's cost;
@@ -26,6 +27,7 @@ does not parse, or whose fields do not fit, is a miss and is rewritten.
 """
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import importlib
@@ -48,9 +50,23 @@ _SCALARS = ("classifier", "C", "cv_score", "top1", "mean_class_acc", "fit_s", "s
 _FLOATS = ("C", "cv_score", "top1", "mean_class_acc", "fit_s")  # may be NaN, which JSON stores as null
 
 
+def code_of(source: str) -> str:
+    """The code of a module's source, without what cannot change a number: comments, docstrings,
+    blank lines and line positions are dropped (``ast.dump`` of the tree less its docstrings), so
+    editing a docstring keeps the cache while any change to a statement, literal or name is a new key."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
+
+
 @functools.cache
 def _code_identity(module_names: tuple[str, ...]) -> str:
-    """SHA-256 of the named modules' source files and of the libraries that compute the numbers."""
+    """SHA-256 of the named modules' code (:func:`code_of`) and of the libraries that compute the numbers."""
     import sklearn
     import torch
 
@@ -58,8 +74,9 @@ def _code_identity(module_names: tuple[str, ...]) -> str:
     for name in module_names:
         h.update(name.encode())
         try:
-            h.update(Path(inspect.getsourcefile(importlib.import_module(name))).read_bytes())
-        except (TypeError, OSError, ImportError):  # no source to read: never reuse its results
+            source = Path(inspect.getsourcefile(importlib.import_module(name))).read_text(encoding="utf-8")
+            h.update(code_of(source).encode())
+        except (TypeError, OSError, ImportError, SyntaxError, UnicodeDecodeError):  # no code to read: never reuse
             h.update(os.urandom(16))
     for lib in (np, torch, sklearn):
         h.update(f"{lib.__name__}={lib.__version__}".encode())

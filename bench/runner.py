@@ -23,7 +23,7 @@ from featbench import adaptation
 from featbench import run_folder
 from featbench.atomic import append_line, atomic_write_bytes, atomic_write_with
 from featbench.cache import EVALUATIONS_DIR, SCRATCH_DIR, FeatureCache
-from featbench.classifier import CLASSIFIERS, SOLVERS, fit_evaluate, original_space_weights
+from featbench.classifier import CLASSIFIERS, SOLVERS, LinearWeights, fit_evaluate, original_space_weights
 from featbench.evaluation_cache import EvaluationCache, evaluation_key, warn_write_error
 from featbench.datasets.folder import ImageRecord
 from featbench.datasets.images import max_pixels
@@ -422,8 +422,11 @@ class Runner:
             if (ev := self.evaluations.get(key, len(X_test), with_weights=needs_model)) is not None:
                 return ev, True
         ev = fit_evaluate(X_train, y_train, X_test, y_test, **settings)
+        weights = _weights_or_none(ev.model) if needs_model and key is not None else None
+        if weights is not None:  # the gallery draws from these very weights instead of mapping them back again
+            ev = dataclasses.replace(ev, model=LinearWeights(*weights))
         if key is not None:
-            self.evaluations.put(key, ev, weights=_weights_or_none(ev.model) if needs_model else None)
+            self.evaluations.put(key, ev, weights=weights)
         return ev, False
 
     def _finetune(self, task, trial, seed, split, ex, stats) -> None:

@@ -135,3 +135,44 @@ def test_a_rerun_reads_every_evaluation_back_with_the_same_numbers(tmp_path, dat
     # --no-cache fits everything again
     fresh, _, n_fresh = _run(tmp_path, data_root, "fresh", tmp_path / "cache", fits, use_cache=False)
     assert n_fresh == 2 and not fresh["fit_reused"].any()
+
+
+def test_a_drawn_probe_is_mapped_back_to_raw_features_once(tmp_path, data_root, monkeypatch):
+    """For an evaluation the gallery draws, the weights kept in the cache are the ones it draws from:
+    the fitted model is replaced by them, so the gallery does not map the probe back a second time."""
+    from featbench.classifier import LinearWeights
+
+    calls = {"n": 0}
+
+    def counting(model):
+        calls["n"] += 1
+        return original_space_weights(model)
+
+    monkeypatch.setattr(runner_module, "original_space_weights", counting)
+    X, y, Xt, yt = _data()
+    options = RunOptions(out=tmp_path / "out", data_roots=[str(data_root)], cache_dir=str(tmp_path / "cache"),
+                         quiet=True, report=False)
+    runner = Runner(Suite(name="t", tasks=[TaskSpec(name="textures")], extractors=["hog"]), options, command=["test"])
+    ev, reused = runner._fit_evaluate(X, y, Xt, yt, "logreg", 0, needs_model=True)
+    assert not reused and calls["n"] == 1 and isinstance(ev.model, LinearWeights)
+    W, b = original_space_weights(fit_evaluate(X, y, Xt, yt, **SETTINGS).model)
+    np.testing.assert_allclose(ev.model.W, W, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ev.model.b, b, rtol=1e-6, atol=1e-9)
+    again, reused = runner._fit_evaluate(X, y, Xt, yt, "logreg", 0, needs_model=True)
+    assert reused and calls["n"] == 1
+    np.testing.assert_array_equal(again.model.W, ev.model.W)
+    # without the gallery the fitted model is left as it is
+    plain, _ = runner._fit_evaluate(X, y, Xt, yt, "logreg", 1, needs_model=False)
+    assert calls["n"] == 1 and not isinstance(plain.model, LinearWeights)
+
+
+def test_the_code_identity_ignores_docstrings_and_comments_but_not_code():
+    from featbench.evaluation_cache import code_of
+
+    base = '"""Module."""\nC = (0.1, 1.0)\n\ndef fit(x):\n    """Fit."""\n    return x * 2\n'
+    same = ('"""Module, documented anew."""\n# a comment\nC = (0.1,  1.0)\n\n\ndef fit(x):\n'
+            '    """Fit, with more words."""\n    return x * 2  # twice\n')
+    assert code_of(base) == code_of(same)
+    for changed in (base.replace("0.1", "0.01"), base.replace("x * 2", "x * 3"), base.replace("def fit", "def fit2")):
+        assert code_of(changed) != code_of(base)
+    assert code_of(base.replace('    """Fit."""\n', "")) == code_of(base)  # a docstring removed: same code

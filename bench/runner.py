@@ -24,7 +24,7 @@ from featbench import run_folder
 from featbench.atomic import append_line, atomic_write_bytes, atomic_write_with
 from featbench.cache import EVALUATIONS_DIR, SCRATCH_DIR, FeatureCache
 from featbench.classifier import CLASSIFIERS, SOLVERS, LinearWeights, fit_evaluate, original_space_weights
-from featbench.evaluation_cache import EvaluationCache, evaluation_key, warn_write_error
+from featbench.evaluation_cache import EvaluationCache, adapted_evaluation_key, evaluation_key, warn_write_error
 from featbench.datasets.folder import ImageRecord
 from featbench.datasets.images import max_pixels
 from featbench.datasets.tasks import Task, resolve_task
@@ -144,6 +144,24 @@ def _weights_or_none(model) -> tuple[np.ndarray, np.ndarray] | None:
         return original_space_weights(model)
     except Exception:  # noqa: BLE001
         return None
+
+
+class _Adapted:
+    """One adaptation method's training and test matrices, computed on first use: a cached
+    evaluation keyed by the method's inputs never needs them."""
+
+    def __init__(self, method, Xs, ys, Xt_lab, yt_lab, Xt_test, y_test, seed: int) -> None:
+        self.method, self.inputs, self.y_test, self.seed = method, (Xs, ys, Xt_lab, yt_lab, Xt_test), y_test, seed
+        self._matrices = None
+
+    def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._matrices is None:
+            self._matrices = adaptation.apply(self.method, *self.inputs, seed=self.seed)
+        return self._matrices
+
+    def shape(self) -> tuple[int, int]:
+        X_train = self.matrices()[0]
+        return int(X_train.shape[0]), int(X_train.shape[1])
 
 
 class Runner:
@@ -391,13 +409,13 @@ class Runner:
             if len(Xs) == 0 or len(Xt_test) == 0:
                 raise FeatbenchError(f"task '{task.name}': no usable training or test images left")
             for method in methods:
-                X_train, y_train, X_test = adaptation.apply(method, Xs, ys, Xt_lab, yt_lab, Xt_test, seed=seed)
+                adapted = _Adapted(method, Xs, ys, Xt_lab, yt_lab, Xt_test, yt_test, seed)
                 for clf in linear:
-                    ev, reused = self._fit_evaluate(X_train, y_train, X_test, yt_test, clf, seed,
-                                                    self.gallery.wants_model(task.name, ex, output, trial, method, clf))
+                    ev, reused, (n_train, dim) = self._fit_evaluate(
+                        adapted, clf, seed, self.gallery.wants_model(task.name, ex, output, trial, method, clf))
                     row = self._record(task, trial, seed, ex, stats, ev, method=method, layer=output,
-                                       classifier=clf, n_train=int(len(X_train)), n_test=int(len(X_test)),
-                                       dim=int(X_train.shape[1]), device=self._device(ex), solver=ev.solver,
+                                       classifier=clf, n_train=n_train, n_test=int(len(Xt_test)),
+                                       dim=dim, device=self._device(ex), solver=ev.solver,
                                        tol=ev.tol, max_iter=ev.max_iter, n_iter=ev.n_iter, converged=ev.converged,
                                        fit_reused=reused)
                     self._append_row(row, task, split, ev.y_pred, yt_test, classes, test_recs)
@@ -409,25 +427,34 @@ class Runner:
                               f"top1 {ev.top1:.3f}  mean-class {ev.mean_class_acc:.3f}  (C={ev.C:g})")
         bar.close()
 
-    def _fit_evaluate(self, X_train, y_train, X_test, y_test, clf: str, seed: int, needs_model: bool):
-        """``fit_evaluate``, or the same evaluation read back from the evaluation cache
-        (:mod:`featbench.evaluation_cache`) when this very call was computed before; with
-        ``needs_model`` (the gallery draws this probe) its raw-feature weights are kept and read
-        back too. Returns ``(evaluation, reused)``."""
+    def _fit_evaluate(self, adapted: "_Adapted", clf: str, seed: int, needs_model: bool):
+        """``fit_evaluate`` on the adapted matrices, or the same evaluation read back from the
+        evaluation cache (:mod:`featbench.evaluation_cache`) when this very call was computed before;
+        with ``needs_model`` (the gallery draws this probe) its raw-feature weights are kept and read
+        back too. Method ``none`` is keyed by the matrices themselves; any other adaptation method by
+        its inputs, so a hit skips the method too (``adapted_evaluation_key``).
+        Returns ``(evaluation, reused, (n_train, dim))``."""
         settings = dict(kind=clf, seed=seed, n_jobs=self.opt.n_jobs, solver=self.opt.solver, tol=self.opt.tol,
                         max_iter=self.opt.max_iter, device=self._probe_device())
+        y_test = adapted.y_test
+        by_inputs = adapted.method != "none"
         key = None
-        if self.evaluations.enabled:
+        if self.evaluations.enabled and by_inputs:
+            key = adapted_evaluation_key(adapted.method, *adapted.inputs, y_test, settings)
+            if (found := self.evaluations.get_adapted(key, len(y_test), with_weights=needs_model)) is not None:
+                return found[0], True, found[1]
+        X_train, y_train, X_test = adapted.matrices()
+        if self.evaluations.enabled and not by_inputs:
             key = evaluation_key(X_train, y_train, X_test, y_test, settings)
-            if (ev := self.evaluations.get(key, len(X_test), with_weights=needs_model)) is not None:
-                return ev, True
+            if (ev := self.evaluations.get(key, len(y_test), with_weights=needs_model)) is not None:
+                return ev, True, adapted.shape()
         ev = fit_evaluate(X_train, y_train, X_test, y_test, **settings)
         weights = _weights_or_none(ev.model) if needs_model and key is not None else None
         if weights is not None:  # the gallery draws from these very weights instead of mapping them back again
             ev = dataclasses.replace(ev, model=LinearWeights(*weights))
         if key is not None:
-            self.evaluations.put(key, ev, weights=weights)
-        return ev, False
+            self.evaluations.put(key, ev, weights=weights, shape=adapted.shape() if by_inputs else None)
+        return ev, False, adapted.shape()
 
     def _finetune(self, task, trial, seed, split, ex, stats) -> None:
         """Fine-tuning rows (``finetune-head``/``finetune-all``) for a ``cnn:`` extractor: trained on

@@ -153,16 +153,19 @@ def test_a_drawn_probe_is_mapped_back_to_raw_features_once(tmp_path, data_root, 
     options = RunOptions(out=tmp_path / "out", data_roots=[str(data_root)], cache_dir=str(tmp_path / "cache"),
                          quiet=True, report=False)
     runner = Runner(Suite(name="t", tasks=[TaskSpec(name="textures")], extractors=["hog"]), options, command=["test"])
-    ev, reused = runner._fit_evaluate(X, y, Xt, yt, "logreg", 0, needs_model=True)
+    adapted = runner_module._Adapted("none", X, y, X[:0], y[:0], Xt, yt, seed=0)
+    ev, reused, shape = runner._fit_evaluate(adapted, "logreg", 0, needs_model=True)
+    assert shape == X.shape
     assert not reused and calls["n"] == 1 and isinstance(ev.model, LinearWeights)
     W, b = original_space_weights(fit_evaluate(X, y, Xt, yt, **SETTINGS).model)
     np.testing.assert_allclose(ev.model.W, W, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(ev.model.b, b, rtol=1e-6, atol=1e-9)
-    again, reused = runner._fit_evaluate(X, y, Xt, yt, "logreg", 0, needs_model=True)
+    again, reused, _ = runner._fit_evaluate(adapted, "logreg", 0, needs_model=True)
     assert reused and calls["n"] == 1
     np.testing.assert_array_equal(again.model.W, ev.model.W)
     # without the gallery the fitted model is left as it is
-    plain, _ = runner._fit_evaluate(X, y, Xt, yt, "logreg", 1, needs_model=False)
+    plain, _, _ = runner._fit_evaluate(runner_module._Adapted("none", X, y, X[:0], y[:0], Xt, yt, seed=1), "logreg", 1,
+                                       needs_model=False)
     assert calls["n"] == 1 and not isinstance(plain.model, LinearWeights)
 
 
@@ -176,3 +179,46 @@ def test_the_code_identity_ignores_docstrings_and_comments_but_not_code():
     for changed in (base.replace("0.1", "0.01"), base.replace("x * 2", "x * 3"), base.replace("def fit", "def fit2")):
         assert code_of(changed) != code_of(base)
     assert code_of(base.replace('    """Fit."""\n', "")) == code_of(base)  # a docstring removed: same code
+
+
+def test_a_rerun_skips_adaptation_methods_as_well_as_the_fit(tmp_path, monkeypatch):
+    """CORAL / SA entries are keyed by the method's inputs, so a cached re-run neither adapts nor
+    fits for them; their records (the adapted dimension included) are the first run's."""
+    import scipy.io
+
+    import featbench.adaptation as adaptation
+
+    folder = tmp_path / "data" / "toy_feats"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    means = rng.normal(scale=4, size=(3, 8))
+    for domain, shift, n in (("src", 0.0, 12), ("tgt", 2.0, 9)):
+        labels = np.repeat([1, 2, 3], n // 3)
+        scipy.io.savemat(folder / f"{domain}.mat",
+                         {"feas": means[labels - 1] + rng.normal(size=(len(labels), 8)) + shift, "labels": labels[None, :]})
+    (folder / "classes.txt").write_text("alpha\nbeta\ngamma\n")
+    calls = []
+    real_apply = adaptation.apply
+
+    def counting(name, *args, **kwargs):
+        calls.append(name)
+        return real_apply(name, *args, **kwargs)
+
+    monkeypatch.setattr(adaptation, "apply", counting)
+    methods = ["none", "sa:d=2,zscore=false", "coral:zscore=false"]
+    suite = Suite(name="toy", tasks=[TaskSpec(name="toy_feats:src->tgt", protocol="source-only-full", methods=methods)],
+                  extractors=["precomputed"], classifiers=["logreg"])
+
+    def run(name):
+        calls.clear()
+        options = RunOptions(out=tmp_path / name, data_roots=[str(tmp_path / "data")], cache_dir=str(tmp_path / "cache"),
+                             quiet=True, report=False)
+        Runner(suite, options, command=["test"]).run()
+        return pd.read_csv(tmp_path / name / "results.csv").sort_values("method", ignore_index=True), list(calls)
+
+    first, first_calls = run("first")
+    again, again_calls = run("again")
+    assert sorted(first_calls) == sorted(methods) and again_calls == ["none"]
+    assert again["fit_reused"].all() and set(first["dim"]) == {2, 8}
+    cols = ["method", "n_train", "n_test", "dim", "C", "top1", "mean_class_acc", "fit_s"]
+    pd.testing.assert_frame_equal(first[cols], again[cols])

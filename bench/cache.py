@@ -81,23 +81,46 @@ class FeatureCache:
     def get(self, namespace: str, uid: str) -> np.ndarray | None:
         return self.get_many(namespace, [uid]).get(uid)
 
-    def get_many(self, namespace: str, uids: Iterable[str]) -> dict[str, np.ndarray]:
-        """uid -> feature vector for the uids held intact; every other uid counts as a miss."""
+    def get_many(self, namespace: str, uids: Iterable[str], count: bool = True) -> dict[str, np.ndarray]:
+        """uid -> feature vector for the uids held intact; every other uid counts as a miss
+        (``count=False``: rows already counted as hits by :meth:`digests` are not counted again)."""
         uids = list(dict.fromkeys(uids))
         if not self.enabled:
             return {}
         try:
             found = self.store.get_many(namespace, uids)
         except sqlite3.Error as exc:  # an unreadable index: run as if the cache were empty
-            self._degrade(StoreWriteError(f"feature store {self.root}: cannot read ({exc})"))
-            self.enabled = False
+            self._unreadable(exc)
             found = {}
         rest = [u for u in uids if u not in found]
         if rest and (self.root / namespace).is_dir():
             found.update(self._legacy_get_many(namespace, rest))
+        if count:
+            self.hits += len(found)
+            self.misses += len(uids) - len(found)
+        return found
+
+    def digests(self, namespace: str, uids: Iterable[str]) -> tuple[str, dict[str, bytes]]:
+        """``(layout, uid -> row digest)`` of the rows the store's index holds, without reading them
+        (:meth:`FeatureStore.digests`); they count as hits, the rest as misses, so a caller that then
+        reads rows passes ``count=False`` to :meth:`get_many`. Rows of the old per-image layout are
+        not listed: :meth:`get_many` reads them and moves them into the store."""
+        uids = list(dict.fromkeys(uids))
+        if not self.enabled:
+            return "", {}
+        try:
+            layout, found = self.store.digests(namespace, uids)
+        except sqlite3.Error as exc:
+            self._unreadable(exc)
+            layout, found = "", {}
         self.hits += len(found)
         self.misses += len(uids) - len(found)
-        return found
+        return layout, found
+
+    def _unreadable(self, exc: sqlite3.Error) -> None:
+        """An unreadable index: run as if the cache were empty."""
+        self._degrade(StoreWriteError(f"feature store {self.root}: cannot read ({exc})"))
+        self.enabled = False
 
     def _legacy_path(self, namespace: str, uid: str) -> Path:
         return self.root / namespace / uid[:2] / f"{uid}.npy"

@@ -4,13 +4,16 @@ A cached re-run reads every feature back in seconds and then spent its time in t
 on the full Caltech-101 decaf task, 25 evaluations of 3-fold cross-validation over 7 C values
 cost about 2,500 s, for numbers that cannot change, since the features, labels and settings
 did not. The runner therefore keeps each finished evaluation (chosen C, CV score, scores,
-predictions, iterations, and the fit's measured seconds) under ``ROOT/evaluations/`` of the
+predictions, iterations, the fit's measured seconds and the training matrix's shape) under ``ROOT/evaluations/`` of the
 feature cache, keyed by a SHA-256 of:
 
-* the training and test matrices and labels, byte for byte, as ``fit_evaluate`` receives them,
-  so a changed feature, split or trial is a new key; for a domain-adaptation method other than
-  ``none``, the method's inputs, its name and the code of :mod:`featbench.adaptation` instead
-  (:func:`adapted_evaluation_key`), so that a hit skips the method as well as the fit;
+* the evaluation's inputs, by the digests of their feature rows (the BLAKE2b-64 the feature
+  store keeps per row, :func:`inputs_digest`) and their labels, training, labelled target and test
+  apart: a changed feature, split or trial is a new key, and a re-run finds its evaluations from the
+  store's index without reading a row (:mod:`featbench.feature_rows`);
+* the domain-adaptation method (``none`` included) applied before the fit, and for a method other
+  than ``none`` the code of :mod:`featbench.adaptation`: the key holds the method's inputs, not its
+  output, so a hit skips the method as well as the fit;
 * every argument of ``fit_evaluate`` that can change the result (classifier, seed, solver,
   tolerance, iteration cap, the probe's device type; its defaults, such as the C grid and the
   folds, live in :mod:`featbench.classifier`, whose source is part of the key);
@@ -39,14 +42,14 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from featbench.atomic import atomic_write_text, atomic_write_with
 from featbench.errors import FeatbenchError
 
-FORMAT = 1
+FORMAT = 2  # 2: keyed by row digests and the adaptation method, every entry keeps its training shape
 _SCALARS = ("classifier", "C", "cv_score", "top1", "mean_class_acc", "fit_s", "solver", "tol", "max_iter",
             "n_iter", "converged")
 _FLOATS = ("C", "cv_score", "top1", "mean_class_acc", "fit_s")  # may be NaN, which JSON stores as null
@@ -85,47 +88,40 @@ def _code_identity(module_names: tuple[str, ...]) -> str:
     return h.hexdigest()
 
 
-def _array_digest(h, name: str, a: np.ndarray) -> None:
-    a = np.ascontiguousarray(a)
-    h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
-    if a.size:  # an empty array (no labelled target images) has its shape above and no bytes
-        h.update(memoryview(a).cast("B"))
+def inputs_digest(layout: str, parts: Sequence[tuple[str, Sequence[bytes], np.ndarray]]) -> str:
+    """SHA-256 that identifies an evaluation's inputs without their bytes: for each part (training,
+    labelled target, test) the feature rows' digests in order (:func:`featbench.store.row_digest`)
+    and the labels; ``layout`` (a row's dtype and length) says what the row digests stand for."""
+    h = hashlib.sha256(f"featbench-inputs/{FORMAT}|{layout}".encode())
+    for name, digests, labels in parts:
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        h.update(f"|{name}:{len(digests)}:{len(labels)}|".encode())
+        h.update(b"".join(digests))
+        if labels.size:
+            h.update(memoryview(labels).cast("B"))
+    return h.hexdigest()
 
 
-def evaluation_key(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
-                   settings: dict[str, Any]) -> str:
-    """The key of ``fit_evaluate(X_train, y_train, X_test, y_test, **settings)``: data bytes, the
-    settings that can change a number (``n_jobs`` cannot; ``device`` counts by its type: CUDA and
-    CPU round differently), the solver's code and the library versions. Defaults of
-    ``fit_evaluate`` (C grid, folds) are covered by its module's source."""
-    arrays = (("X_train", X_train), ("y_train", y_train), ("X_test", X_test), ("y_test", y_test))
-    return _key(arrays, settings, ())
-
-
-def adapted_evaluation_key(method: str, Xs: np.ndarray, ys: np.ndarray, Xt_lab: np.ndarray, yt_lab: np.ndarray,
-                           Xt_test: np.ndarray, y_test: np.ndarray, settings: dict[str, Any]) -> str:
-    """The key of a domain-adaptation ``method`` (``adaptation.apply``, with ``settings["seed"]``)
-    followed by ``fit_evaluate``: the method's *inputs*, its name and the code of
-    :mod:`featbench.adaptation` instead of its output, so a hit skips the method as well as the fit
-    (CORAL and SA on 25,200-32,768-d features took 41 of the 54 s of a cached Office-Caltech-10 task
-    when only the fit was skipped). Such entries also keep the adapted training matrix's shape
-    (``put(..., shape=...)``), which the record reports."""
-    arrays = (("Xs", Xs), ("ys", ys), ("Xt_lab", Xt_lab), ("yt_lab", yt_lab), ("Xt_test", Xt_test), ("y_test", y_test))
-    return _key(arrays, {**settings, "adaptation": method}, ("featbench.adaptation",))
-
-
-def _key(arrays, settings: dict[str, Any], more_modules: tuple[str, ...]) -> str:
+def evaluation_key(method: str, inputs: str, settings: dict[str, Any]) -> str:
+    """The key of the domain-adaptation ``method`` (``adaptation.apply``, ``none`` for no change)
+    followed by ``fit_evaluate(..., **settings)`` on the inputs :func:`inputs_digest` identifies:
+    the settings that can change a number (``n_jobs`` cannot; ``device`` counts by its type: CUDA
+    and CPU round differently), the solver's code (and :mod:`featbench.adaptation`'s for a method
+    other than ``none``) and the library versions. Keyed by the method's inputs, not its output, a
+    hit skips the method as well as the fit: CORAL and SA on 25,200-32,768-d features took 41 of the
+    54 s of a cached Office-Caltech-10 task when only the fit was skipped."""
     from featbench import probe
     from featbench.classifier import CLASSIFIERS
 
     identity = {k: v for k, v in settings.items() if k != "n_jobs"}
     identity["device"] = probe.resolve_device(settings.get("device", "cpu")).type
-    h = hashlib.sha256(f"featbench-evaluation/{FORMAT}".encode())
-    for name, a in arrays:
-        _array_digest(h, name, np.asarray(a))
+    identity["adaptation"] = method
+    h = hashlib.sha256(f"featbench-evaluation/{FORMAT}|{inputs}".encode())
     h.update(json.dumps(identity, sort_keys=True, default=str).encode())
     registering = CLASSIFIERS.entry(settings["kind"]).obj.__module__
-    modules = {"featbench.classifier", "featbench.probe", registering, *more_modules}
+    modules = {"featbench.classifier", "featbench.probe", registering}
+    if method != "none":
+        modules.add("featbench.adaptation")
     h.update(_code_identity(tuple(sorted(modules))).encode())
     return h.hexdigest()
 
@@ -144,18 +140,13 @@ class EvaluationCache:
         return self.root / key[:2] / f"{key}{suffix}"
 
     def get(self, key: str, n_test: int, with_weights: bool = False):
-        """The stored evaluation, or None; ``n_test`` guards the predictions' length. Its model is
-        None, or with ``with_weights`` the stored raw-feature weights (a miss when none were kept)."""
-        found = self._read(key, n_test, with_weights)
-        return None if found is None else found[0]
+        """``(evaluation, (n_train, dim))`` stored under ``key``, or None; ``n_test`` guards the
+        predictions' length, and the training matrix's shape (after adaptation) is what the record
+        reports. The evaluation's model is None, or with ``with_weights`` the stored raw-feature
+        weights (a miss when none were kept)."""
+        return self._read(key, n_test, with_weights)
 
-    def get_adapted(self, key: str, n_test: int, with_weights: bool = False):
-        """``(evaluation, (n_train, dim))`` for an :func:`adapted_evaluation_key`, or None: the
-        adapted training matrix's shape comes from the entry (a miss where it was not kept)."""
-        found = self._read(key, n_test, with_weights, need_shape=True)
-        return None if found is None else (found[0], found[1])
-
-    def _read(self, key: str, n_test: int, with_weights: bool, need_shape: bool = False):
+    def _read(self, key: str, n_test: int, with_weights: bool):
         from featbench.classifier import Evaluation, LinearWeights
 
         if not self.enabled:
@@ -174,8 +165,8 @@ class EvaluationCache:
                 raise ValueError("predictions of another length")
             for k in _FLOATS:
                 fields[k] = float("nan") if fields[k] is None else float(fields[k])
-            shape = tuple(int(v) for v in entry["shape"]) if need_shape else None
-            if need_shape and len(shape) != 2:
+            shape = tuple(int(v) for v in entry["shape"])
+            if len(shape) != 2:
                 raise ValueError("no training shape")
         except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError):
             self.misses += 1
@@ -183,17 +174,15 @@ class EvaluationCache:
         self.hits += 1
         return Evaluation(**fields, y_pred=y_pred, model=model), shape
 
-    def put(self, key: str, evaluation, weights: tuple[np.ndarray, np.ndarray] | None = None,
-            shape: tuple[int, int] | None = None) -> None:
-        """Keep a finished evaluation, ``weights`` (``W``, ``b`` on raw features) when a caller will
-        want the model back, and the training matrix's ``shape`` for an adapted evaluation; a cache
+    def put(self, key: str, evaluation, shape: tuple[int, int],
+            weights: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Keep a finished evaluation, the training matrix's ``shape`` (after adaptation) and
+        ``weights`` (``W``, ``b`` on raw features) when a caller will want the model back; a cache
         that cannot be written reports once and is left alone."""
         if not self.enabled:
             return
         entry = {"format": FORMAT, **{k: getattr(evaluation, k) for k in _SCALARS},
-                 "y_pred": np.asarray(evaluation.y_pred).tolist()}
-        if shape is not None:
-            entry["shape"] = [int(v) for v in shape]
+                 "y_pred": np.asarray(evaluation.y_pred).tolist(), "shape": [int(v) for v in shape]}
         for k in _FLOATS:
             entry[k] = None if entry[k] is None or math.isnan(entry[k]) else float(entry[k])
         try:

@@ -24,7 +24,8 @@ from featbench import run_folder
 from featbench.atomic import append_line, atomic_write_bytes, atomic_write_with
 from featbench.cache import EVALUATIONS_DIR, SCRATCH_DIR, FeatureCache
 from featbench.classifier import CLASSIFIERS, SOLVERS, LinearWeights, fit_evaluate, original_space_weights
-from featbench.evaluation_cache import EvaluationCache, adapted_evaluation_key, evaluation_key, warn_write_error
+from featbench.evaluation_cache import EvaluationCache, evaluation_key, warn_write_error
+from featbench.feature_rows import EvaluationInputs, FeatureRows
 from featbench.datasets.folder import ImageRecord
 from featbench.datasets.images import max_pixels
 from featbench.datasets.tasks import Task, resolve_task
@@ -150,13 +151,13 @@ class _Adapted:
     """One adaptation method's training and test matrices, computed on first use: a cached
     evaluation keyed by the method's inputs never needs them."""
 
-    def __init__(self, method, Xs, ys, Xt_lab, yt_lab, Xt_test, y_test, seed: int) -> None:
-        self.method, self.inputs, self.y_test, self.seed = method, (Xs, ys, Xt_lab, yt_lab, Xt_test), y_test, seed
+    def __init__(self, method: str, inputs: EvaluationInputs, seed: int) -> None:
+        self.method, self.inputs, self.seed = method, inputs, seed
         self._matrices = None
 
     def matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._matrices is None:
-            self._matrices = adaptation.apply(self.method, *self.inputs, seed=self.seed)
+            self._matrices = adaptation.apply(self.method, *self.inputs.matrices, seed=self.seed)
         return self._matrices
 
     def shape(self) -> tuple[int, int]:
@@ -231,23 +232,40 @@ class Runner:
 
     # -- extraction with the cache ---------------------------------------------------------
     def extract(self, extractor: Extractor, records: Sequence[ImageRecord], desc: str,
-                prepare: Callable[[], None] | None = None) -> tuple[dict[str, dict[str, np.ndarray]], ExtractionStats]:
-        """Features of every record for every output, from the cache or computed (by the
-        executor, wherever it runs) and stored in chunks as they arrive. ``prepare`` (a learned
-        extractor's fit) runs, timed into the stats, only when some feature must be computed."""
-        outputs = extractor.outputs
-        namespaces = {o: extractor.cache_key(o) for o in outputs}
+                prepare: Callable[[], None] | None = None) -> tuple[dict[str, FeatureRows], ExtractionStats]:
+        """Features of every record for every output (:class:`FeatureRows` by uid), from the cache
+        or computed (by the executor, wherever it runs) and stored in chunks as they arrive.
+        ``prepare`` (a learned extractor's fit) runs, timed into the stats, only when some feature
+        must be computed. When the cache's index lists every row, the rows are read only when first
+        used, so evaluations found in the evaluation cache never read them."""
+        namespaces = {o: extractor.cache_key(o) for o in extractor.outputs}
         for o, ns in namespaces.items():
             self.cache.write_meta(ns, {"extractor": extractor.describe(), "output": o,
                                        "fit_key": extractor.fit_key})
         unique = {r.uid: r for r in records if r.uid not in self.failures}
-        feats = {o: self.cache.get_many(ns, unique) for o, ns in namespaces.items()}
-        missing = [rec for uid, rec in unique.items() if not all(uid in feats[o] for o in outputs)]
-        speed_ns = namespaces[outputs[0]]
         stats = ExtractionStats(n_images=len(unique), n_computed=0,
-                                cached_img_per_s=self.cache.recorded_speed(speed_ns))
+                                cached_img_per_s=self.cache.recorded_speed(namespaces[extractor.outputs[0]]))
+        listed = {o: self.cache.digests(ns, unique) for o, ns in namespaces.items()}
+        if all(len(digests) == len(unique) for _, digests in listed.values()):
+            read: dict[str, dict[str, np.ndarray]] = {}
+
+            def rows() -> dict[str, dict[str, np.ndarray]]:  # every output at once, on first use
+                if not read:  # rows that no longer pass their digest check are computed again here
+                    read.update(self._read_or_compute(extractor, namespaces, unique, desc, prepare, stats))
+                return read
+
+            return {o: FeatureRows.stored(layout, digests, lambda o=o: rows()[o])
+                    for o, (layout, digests) in listed.items()}, stats
+        feats = self._read_or_compute(extractor, namespaces, unique, desc, prepare, stats)
+        return {o: FeatureRows.computed(by_uid) for o, by_uid in feats.items()}, stats
+
+    def _read_or_compute(self, extractor, namespaces, unique, desc, prepare, stats) -> dict[str, dict[str, np.ndarray]]:
+        """Rows from the cache (already counted by ``extract``), the missing ones computed and stored."""
+        outputs = extractor.outputs
+        feats = {o: self.cache.get_many(ns, unique, count=False) for o, ns in namespaces.items()}
+        missing = [rec for uid, rec in unique.items() if not all(uid in feats[o] for o in outputs)]
         if not missing:
-            return feats, stats
+            return feats
         if prepare is not None:
             start = time.perf_counter()
             prepare()
@@ -269,8 +287,8 @@ class Runner:
                 if errors and self.opt.strict:  # the good images of this batch are stored first
                     raise FeatbenchError(f"bad image (--strict): {next(iter(errors.values()))}")
                 start = time.perf_counter()
-        self.cache.record_speed(speed_ns, stats.n_computed, stats.seconds, self._device(extractor))
-        return feats, stats
+        self.cache.record_speed(namespaces[outputs[0]], stats.n_computed, stats.seconds, self._device(extractor))
+        return feats
 
     def _probe_device(self) -> str:
         """The classifier runs where the extractors do: ``--device`` (auto: CUDA when present)."""
@@ -394,27 +412,19 @@ class Runner:
         linear = [c for c in self.suite.classifiers if not is_finetune(c)]
         bar = _progress(len(feats) * len(methods) * len(linear),
                         f"{task.name} {ex.spec} trial {trial} fit", self.opt.quiet, unit="fit")
-        for output, by_uid in feats.items():
-            def matrix(recs):
-                recs = [r for r in recs if r.uid in by_uid]
-                X = np.stack([by_uid[r.uid] for r in recs]).astype(np.float32) if recs else np.zeros((0, 0), np.float32)
-                return X, np.array([label_index[r.label] for r in recs], dtype=np.int64), recs
-
-            Xs, ys, _ = matrix(split.train)
-            Xt_test, yt_test, test_recs = matrix(split.test)
-            if split.target_train:
-                Xt_lab, yt_lab, _ = matrix(split.target_train)
-            else:
-                Xt_lab, yt_lab = np.zeros((0, Xs.shape[1]), np.float32), np.zeros(0, np.int64)
-            if len(Xs) == 0 or len(Xt_test) == 0:
+        for output, rows in feats.items():
+            inputs = EvaluationInputs(rows, {"train": split.train, "target_train": split.target_train,
+                                             "test": split.test}, label_index)
+            test_recs, yt_test = inputs.records["test"], inputs.y_test
+            if not inputs.records["train"] or not test_recs:
                 raise FeatbenchError(f"task '{task.name}': no usable training or test images left")
             for method in methods:
-                adapted = _Adapted(method, Xs, ys, Xt_lab, yt_lab, Xt_test, yt_test, seed)
+                adapted = _Adapted(method, inputs, seed)
                 for clf in linear:
                     ev, reused, (n_train, dim) = self._fit_evaluate(
                         adapted, clf, seed, self.gallery.wants_model(task.name, ex, output, trial, method, clf))
                     row = self._record(task, trial, seed, ex, stats, ev, method=method, layer=output,
-                                       classifier=clf, n_train=n_train, n_test=int(len(Xt_test)),
+                                       classifier=clf, n_train=n_train, n_test=len(test_recs),
                                        dim=dim, device=self._device(ex), solver=ev.solver,
                                        tol=ev.tol, max_iter=ev.max_iter, n_iter=ev.n_iter, converged=ev.converged,
                                        fit_reused=reused)
@@ -429,31 +439,25 @@ class Runner:
 
     def _fit_evaluate(self, adapted: "_Adapted", clf: str, seed: int, needs_model: bool):
         """``fit_evaluate`` on the adapted matrices, or the same evaluation read back from the
-        evaluation cache (:mod:`featbench.evaluation_cache`) when this very call was computed before;
-        with ``needs_model`` (the gallery draws this probe) its raw-feature weights are kept and read
-        back too. Method ``none`` is keyed by the matrices themselves; any other adaptation method by
-        its inputs, so a hit skips the method too (``adapted_evaluation_key``).
-        Returns ``(evaluation, reused, (n_train, dim))``."""
+        evaluation cache (:mod:`featbench.evaluation_cache`) when this very call was computed before:
+        keyed by the adaptation method's inputs (their row digests), a hit neither reads a feature row
+        nor adapts nor fits. With ``needs_model`` (the gallery draws this probe) its raw-feature weights
+        are kept and read back too. Returns ``(evaluation, reused, (n_train, dim))``."""
         settings = dict(kind=clf, seed=seed, n_jobs=self.opt.n_jobs, solver=self.opt.solver, tol=self.opt.tol,
                         max_iter=self.opt.max_iter, device=self._probe_device())
-        y_test = adapted.y_test
-        by_inputs = adapted.method != "none"
+        y_test = adapted.inputs.y_test
         key = None
-        if self.evaluations.enabled and by_inputs:
-            key = adapted_evaluation_key(adapted.method, *adapted.inputs, y_test, settings)
-            if (found := self.evaluations.get_adapted(key, len(y_test), with_weights=needs_model)) is not None:
+        if self.evaluations.enabled:
+            key = evaluation_key(adapted.method, adapted.inputs.digest, settings)
+            if (found := self.evaluations.get(key, len(y_test), with_weights=needs_model)) is not None:
                 return found[0], True, found[1]
         X_train, y_train, X_test = adapted.matrices()
-        if self.evaluations.enabled and not by_inputs:
-            key = evaluation_key(X_train, y_train, X_test, y_test, settings)
-            if (ev := self.evaluations.get(key, len(y_test), with_weights=needs_model)) is not None:
-                return ev, True, adapted.shape()
         ev = fit_evaluate(X_train, y_train, X_test, y_test, **settings)
         weights = _weights_or_none(ev.model) if needs_model and key is not None else None
         if weights is not None:  # the gallery draws from these very weights instead of mapping them back again
             ev = dataclasses.replace(ev, model=LinearWeights(*weights))
         if key is not None:
-            self.evaluations.put(key, ev, weights=weights, shape=adapted.shape() if by_inputs else None)
+            self.evaluations.put(key, ev, adapted.shape(), weights=weights)
         return ev, False, adapted.shape()
 
     def _finetune(self, task, trial, seed, split, ex, stats) -> None:

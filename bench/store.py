@@ -71,7 +71,8 @@ class StoreWriteError(OSError):
 
 
 def row_digest(row: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=8).digest()
+    """BLAKE2b-64 of a row's bytes (read in place: no copy of a contiguous row)."""
+    return hashlib.blake2b(memoryview(np.ascontiguousarray(row)).cast("B"), digest_size=8).digest()
 
 
 def _uid_bytes(uid: str) -> bytes:
@@ -148,35 +149,61 @@ class FeatureStore:
         return row[0]
 
     # -- reading ---------------------------------------------------------------------------
-    def get_many(self, namespace: str, uids: Iterable[str]) -> dict[str, np.ndarray]:
-        """The stored, intact rows among ``uids`` (uid -> 1-D array); damaged ones are dropped
-        from the index so the caller's recomputation rewrites them."""
+    def _entries(self, namespace: str, uids: Iterable[str]) -> tuple[str, int, list[tuple[bytes, int, int, bytes]]] | None:
+        """``(dtype, dim, [(uid, chunk, row, digest), ...])`` for the stored ``uids``, from the index
+        alone; None when the namespace holds nothing."""
         uids = list(dict.fromkeys(uids))
         if not uids or not self.exists:
-            return {}
+            return None
         ns = self._ns_id(namespace, create=False)
         if ns is None:
-            return {}
+            return None
         con = self.connect()
         dtype, dim = con.execute("SELECT dtype, dim FROM namespaces WHERE id = ?", (ns,)).fetchone()
-        by_chunk: dict[int, list[tuple[bytes, int, bytes]]] = defaultdict(list)
+        entries = []
         for start in range(0, len(uids), _IN_BATCH):
             keys = [_uid_bytes(u) for u in uids[start:start + _IN_BATCH]]
             marks = ",".join("?" * len(keys))
-            for uid, chunk, row, digest in con.execute(
-                    f"SELECT uid, chunk, row, digest FROM entries WHERE ns = ? AND uid IN ({marks})", (ns, *keys)):
-                by_chunk[chunk].append((uid, row, digest))
+            entries += con.execute(
+                f"SELECT uid, chunk, row, digest FROM entries WHERE ns = ? AND uid IN ({marks})", (ns, *keys)).fetchall()
+        return dtype, dim, entries
+
+    def digests(self, namespace: str, uids: Iterable[str]) -> tuple[str, dict[str, bytes]]:
+        """``(layout, uid -> row digest)`` for the stored ``uids``, read from the index without
+        touching a chunk; ``layout`` (``"<dtype>[<dim>]"``) says how to read the bytes a digest
+        stands for. A cached evaluation is found by these digests, so a re-run whose evaluations
+        are all cached never reads its feature rows."""
+        found = self._entries(namespace, uids)
+        if found is None or not found[2]:
+            return "", {}
+        dtype, dim, entries = found
+        return f"{np.dtype(dtype).str}[{dim}]", {_uid_text(uid): bytes(digest) for uid, _, _, digest in entries}
+
+    def get_many(self, namespace: str, uids: Iterable[str]) -> dict[str, np.ndarray]:
+        """The stored, intact rows among ``uids`` (uid -> 1-D array); damaged ones are dropped
+        from the index so the caller's recomputation rewrites them."""
+        found_entries = self._entries(namespace, uids)
+        if found_entries is None:
+            return {}
+        dtype, dim, entries = found_entries
+        ns = self._ns_id(namespace, create=False)
+        by_chunk: dict[int, list[tuple[bytes, int, bytes]]] = defaultdict(list)
+        for uid, chunk, row, digest in entries:
+            by_chunk[chunk].append((uid, row, digest))
         found: dict[str, np.ndarray] = {}
         damaged: list[bytes] = []
-        files = dict(con.execute(f"SELECT id, file FROM chunks WHERE id IN ({','.join('?' * len(by_chunk))})",
-                                 tuple(by_chunk))) if by_chunk else {}
+        files = dict(self.connect().execute(f"SELECT id, file FROM chunks WHERE id IN ({','.join('?' * len(by_chunk))})",
+                                            tuple(by_chunk))) if by_chunk else {}
         for chunk, wanted in by_chunk.items():
             data = self._load_chunk(files.get(chunk), dtype, dim)
-            for uid, row, digest in wanted:
-                if data is None or row >= len(data) or row_digest(data[row]) != digest:
+            held = [w for w in wanted if data is not None and w[1] < len(data)]
+            damaged += [uid for uid, row, _ in wanted if data is None or row >= len(data)]
+            rows = np.array(data[[row for _, row, _ in held]]) if held else None  # one read of the wanted rows
+            for (uid, _, digest), array in zip(held, rows if held else ()):
+                if row_digest(array) != digest:
                     damaged.append(uid)
                 else:
-                    found[_uid_text(uid)] = np.array(data[row])
+                    found[_uid_text(uid)] = array
         if damaged:
             self._forget(ns, damaged)
         return found

@@ -9,7 +9,8 @@ import pytest
 
 import featbench.runner as runner_module
 from featbench.classifier import fit_evaluate, original_space_weights
-from featbench.evaluation_cache import EvaluationCache, evaluation_key
+from featbench.evaluation_cache import EvaluationCache, evaluation_key, inputs_digest
+from featbench.store import row_digest
 from featbench.runner import RunOptions, Runner
 from featbench.suite import Suite, TaskSpec
 
@@ -25,8 +26,15 @@ def _data(seed=0, n=40, d=6, k=3):
     return X[:30], y[:30], X[30:], y[30:]
 
 
-def _key(X, y, Xt, yt, **changes):
-    return evaluation_key(X, y, Xt, yt, {**SETTINGS, **changes})
+def _inputs(X, y, Xt, yt):
+    """The digest the runner builds from the feature store's row digests, here from the rows."""
+    return inputs_digest(f"{X.dtype.str}[{X.shape[1]}]", [("train", [row_digest(r) for r in X], y),
+                                                          ("target_train", [], np.zeros(0, np.int64)),
+                                                          ("test", [row_digest(r) for r in Xt], yt)])
+
+
+def _key(X, y, Xt, yt, method="none", **changes):
+    return evaluation_key(method, _inputs(X, y, Xt, yt), {**SETTINGS, **changes})
 
 
 def test_the_key_follows_every_input_that_can_change_a_number():
@@ -40,8 +48,9 @@ def test_the_key_follows_every_input_that_can_change_a_number():
     y2[[0, 1]] = y2[[1, 0]]
     others = {_key(X2, y, Xt, yt), _key(X, y2, Xt, yt), _key(X, y, Xt[:-1], yt[:-1]), _key(X, y, Xt, yt, seed=1),
               _key(X, y, Xt, yt, kind="svm"), _key(X, y, Xt, yt, tol=1e-6), _key(X, y, Xt, yt, solver="sklearn"),
-              _key(X, y, Xt, yt, device="cuda"), _key(X.astype(np.float64), y, Xt, yt)}
-    assert key not in others and len(others) == 9
+              _key(X, y, Xt, yt, device="cuda"), _key(X.astype(np.float64), y, Xt, yt),
+              _key(X, y, Xt, yt, method="coral"), _key(X[::-1], y[::-1], Xt, yt), _key(X, y, Xt[:, :-1], yt)}
+    assert key not in others and len(others) == 12
 
 
 def test_an_entry_reads_back_exactly_and_damage_is_a_miss(tmp_path):
@@ -50,8 +59,9 @@ def test_an_entry_reads_back_exactly_and_damage_is_a_miss(tmp_path):
     cache = EvaluationCache(tmp_path / "ev")
     key = _key(X, y, Xt, yt)
     assert cache.get(key, len(Xt)) is None
-    cache.put(key, ev)
-    got = cache.get(key, len(Xt))
+    cache.put(key, ev, X.shape)
+    got, shape = cache.get(key, len(Xt))
+    assert shape == X.shape
     for field in ("classifier", "C", "cv_score", "top1", "mean_class_acc", "fit_s", "solver", "tol", "max_iter",
                   "n_iter", "converged"):
         assert getattr(got, field) == getattr(ev, field), field
@@ -59,8 +69,8 @@ def test_an_entry_reads_back_exactly_and_damage_is_a_miss(tmp_path):
     assert got.model is None
     assert cache.get(key, len(Xt), with_weights=True) is None  # no weights were kept with it
     W, b = original_space_weights(ev.model)
-    cache.put(key, ev, weights=(W, b))
-    model = cache.get(key, len(Xt), with_weights=True).model
+    cache.put(key, ev, X.shape, weights=(W, b))
+    model = cache.get(key, len(Xt), with_weights=True)[0].model
     np.testing.assert_array_equal(original_space_weights(model)[0], W)
     np.testing.assert_array_equal(original_space_weights(model)[1], b)
     assert cache.get(key, len(Xt) + 1) is None  # predictions of another length: not this evaluation
@@ -76,8 +86,8 @@ def test_a_cache_that_cannot_be_written_warns_once_and_stays_out_of_the_way(tmp_
     blocker.write_text("not a folder")
     cache = EvaluationCache(blocker / "ev")
     ev = fit_evaluate(X, y, Xt, yt, **SETTINGS)
-    cache.put(_key(X, y, Xt, yt), ev)
-    cache.put(_key(X, y, Xt, yt, seed=1), ev)
+    cache.put(_key(X, y, Xt, yt), ev, X.shape)
+    cache.put(_key(X, y, Xt, yt, seed=1), ev, X.shape)
     assert capsys.readouterr().err.count("continuing without the evaluation cache") == 1
     assert not cache.enabled and cache.get(_key(X, y, Xt, yt), len(Xt)) is None
 
@@ -137,6 +147,19 @@ def test_a_rerun_reads_every_evaluation_back_with_the_same_numbers(tmp_path, dat
     assert n_fresh == 2 and not fresh["fit_reused"].any()
 
 
+def _evaluation_inputs(X, y, Xt, yt):
+    from types import SimpleNamespace
+
+    from featbench.feature_rows import EvaluationInputs, FeatureRows
+
+    train = [SimpleNamespace(uid=f"train{i}", label=int(c)) for i, c in enumerate(y)]
+    test = [SimpleNamespace(uid=f"test{i}", label=int(c)) for i, c in enumerate(yt)]
+    rows = FeatureRows.computed({**{r.uid: x for r, x in zip(train, X)}, **{r.uid: x for r, x in zip(test, Xt)}})
+    inputs = EvaluationInputs(rows, {"train": train, "test": test}, {c: c for c in range(3)})
+    assert inputs.digest == _inputs(X, y, Xt, yt)  # the same inputs, the same key, whichever way it is built
+    return inputs
+
+
 def test_a_drawn_probe_is_mapped_back_to_raw_features_once(tmp_path, data_root, monkeypatch):
     """For an evaluation the gallery draws, the weights kept in the cache are the ones it draws from:
     the fitted model is replaced by them, so the gallery does not map the probe back a second time."""
@@ -153,7 +176,7 @@ def test_a_drawn_probe_is_mapped_back_to_raw_features_once(tmp_path, data_root, 
     options = RunOptions(out=tmp_path / "out", data_roots=[str(data_root)], cache_dir=str(tmp_path / "cache"),
                          quiet=True, report=False)
     runner = Runner(Suite(name="t", tasks=[TaskSpec(name="textures")], extractors=["hog"]), options, command=["test"])
-    adapted = runner_module._Adapted("none", X, y, X[:0], y[:0], Xt, yt, seed=0)
+    adapted = runner_module._Adapted("none", _evaluation_inputs(X, y, Xt, yt), seed=0)
     ev, reused, shape = runner._fit_evaluate(adapted, "logreg", 0, needs_model=True)
     assert shape == X.shape
     assert not reused and calls["n"] == 1 and isinstance(ev.model, LinearWeights)
@@ -164,8 +187,8 @@ def test_a_drawn_probe_is_mapped_back_to_raw_features_once(tmp_path, data_root, 
     assert reused and calls["n"] == 1
     np.testing.assert_array_equal(again.model.W, ev.model.W)
     # without the gallery the fitted model is left as it is
-    plain, _, _ = runner._fit_evaluate(runner_module._Adapted("none", X, y, X[:0], y[:0], Xt, yt, seed=1), "logreg", 1,
-                                       needs_model=False)
+    plain, _, _ = runner._fit_evaluate(runner_module._Adapted("none", _evaluation_inputs(X, y, Xt, yt), seed=1),
+                                       "logreg", 1, needs_model=False)
     assert calls["n"] == 1 and not isinstance(plain.model, LinearWeights)
 
 
@@ -181,9 +204,11 @@ def test_the_code_identity_ignores_docstrings_and_comments_but_not_code():
     assert code_of(base.replace('    """Fit."""\n', "")) == code_of(base)  # a docstring removed: same code
 
 
-def test_a_rerun_skips_adaptation_methods_as_well_as_the_fit(tmp_path, monkeypatch):
-    """CORAL / SA entries are keyed by the method's inputs, so a cached re-run neither adapts nor
-    fits for them; their records (the adapted dimension included) are the first run's."""
+def test_a_rerun_reads_no_feature_row_and_neither_adapts_nor_fits(tmp_path, monkeypatch):
+    """Every evaluation is keyed by its adaptation method's inputs, by their feature rows' digests:
+    a cached re-run finds them from the store's index, so it reads no row, adapts nothing and fits
+    nothing; its records (the adapted dimension included) are the first run's."""
+    from featbench.store import FeatureStore
     import scipy.io
 
     import featbench.adaptation as adaptation
@@ -205,6 +230,13 @@ def test_a_rerun_skips_adaptation_methods_as_well_as_the_fit(tmp_path, monkeypat
         return real_apply(name, *args, **kwargs)
 
     monkeypatch.setattr(adaptation, "apply", counting)
+    real_get_many = FeatureStore.get_many
+
+    def reading(self, namespace, uids):
+        calls.append("read")
+        return real_get_many(self, namespace, uids)
+
+    monkeypatch.setattr(FeatureStore, "get_many", reading)
     methods = ["none", "sa:d=2,zscore=false", "coral:zscore=false"]
     suite = Suite(name="toy", tasks=[TaskSpec(name="toy_feats:src->tgt", protocol="source-only-full", methods=methods)],
                   extractors=["precomputed"], classifiers=["logreg"])
@@ -218,7 +250,7 @@ def test_a_rerun_skips_adaptation_methods_as_well_as_the_fit(tmp_path, monkeypat
 
     first, first_calls = run("first")
     again, again_calls = run("again")
-    assert sorted(first_calls) == sorted(methods) and again_calls == ["none"]
+    assert sorted(c for c in first_calls if c != "read") == sorted(methods) and again_calls == []
     assert again["fit_reused"].all() and set(first["dim"]) == {2, 8}
     cols = ["method", "n_train", "n_test", "dim", "C", "top1", "mean_class_acc", "fit_s"]
     pd.testing.assert_frame_equal(first[cols], again[cols])

@@ -242,6 +242,8 @@ def test_probe_compare_says_whether_the_agreement_bar_is_met(tmp_path):
     old = run("old", [(0.1, 0.45, 2.0)] * 10)
     assert "new converged on 10; agreement" in compare(good, old, ref) and "): met" in compare(good, old, ref)
     assert "): NOT met" in compare(bad, old, ref) and "old / new = 2.00" in compare(good, old, ref)
+    alone = compare(good, None, ref)  # no run of the old setting: its columns are left out
+    assert "): met" in alone and "C new/ref" in alone and "old" not in alone
 
 
 @pytest.mark.parametrize("d", [300, 20])

@@ -59,6 +59,27 @@ def test_second_run_reads_the_cache_and_gives_identical_numbers(tmp_path, data_r
     pd.testing.assert_frame_equal(first[cols], second[cols])
 
 
+def test_a_cached_row_found_damaged_when_a_fit_needs_it_is_computed_again(tmp_path, data_root):
+    """A re-run lists cached rows from the index and reads them only for a fit that is not cached;
+    a row that then fails its digest check is computed again, and the numbers are a fresh run's."""
+    cache = tmp_path / "cache"
+    _run(tmp_path, data_root, "a", cache, report=False)
+    [chunk] = sorted((cache / "chunks").glob("*/*.npy"))
+    n_bytes = np.load(chunk).nbytes
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) - n_bytes + 8: len(raw) - n_bytes + 12] = np.float32(1e6).tobytes()  # row 0: finite garbage
+    chunk.write_bytes(bytes(raw))
+    # another solver: every evaluation is new, so the rows are read and the damage is found
+    _, again = _run(tmp_path, data_root, "b", cache, report=False, solver="sklearn")
+    assert (again.img_per_s_source == "measured").all()  # the damaged row was computed again
+    _, fresh = _run(tmp_path, data_root, "c", tmp_path / "fresh-cache", report=False, solver="sklearn")
+    cols = ["top1", "mean_class_acc", "C", "cv_score"]
+    pd.testing.assert_frame_equal(again[cols], fresh[cols])
+    # the row was stored again, intact: a third fit setting reads every row and computes none
+    _, third = _run(tmp_path, data_root, "d", cache, report=False, tol=1e-6)
+    assert (third.img_per_s_source == "cache").all()
+
+
 def test_changed_config_does_not_reuse_features(tmp_path, data_root):
     cache = tmp_path / "cache"
     _run(tmp_path, data_root, "a", cache)

@@ -42,6 +42,20 @@ def test_many_images_per_chunk_file_and_never_stored_twice(tmp_path):
     assert not list(tmp_path.rglob(".tmp-*"))
 
 
+def test_digests_list_stored_rows_from_the_index_alone(tmp_path):
+    from featbench.store import row_digest
+
+    rows = _rows(12)
+    FeatureCache(tmp_path).put_many("ns", rows)
+    for chunk in _chunk_files(tmp_path):
+        chunk.unlink()  # the index is all digests() reads
+    fresh = FeatureCache(tmp_path)
+    layout, digests = fresh.digests("ns", UIDS[:15])
+    assert layout == "<f4[6]" and set(digests) == set(UIDS[:12]) and fresh.hits == 12 and fresh.misses == 3
+    assert all(digests[u] == row_digest(rows[u]) for u in digests)
+    assert fresh.digests("other", UIDS[:3]) == ("", {})
+
+
 def test_damaged_bytes_behind_an_intact_header_are_misses_and_get_rewritten(tmp_path):
     cache = FeatureCache(tmp_path)
     cache.put_many("ns", _rows(10))

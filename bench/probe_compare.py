@@ -38,12 +38,12 @@ def compare(new_dir: Path, old_dir: Path | None, ref_dir: Path) -> str:
     if not keys:
         return "no records in common"
     names = "/".join(runs)
-    lines = [f"| task | extractor@layer | method | clf | n_train | dim | C {names} | top-1 {names} (%) "
-             f"| fit_s {names} | n_iter new | converged new |", "|" + "---|" * 11]
+    lines = [f"| task | trial | extractor@layer | method | clf | n_train | dim | C {names} | top-1 {names} (%) "
+             f"| fit_s {names} | n_iter new | converged new |", "|" + "---|" * 12]
     for k in keys:
         a = new[k]
         layer = f"{k[2]}@{k[3]}" if k[3] else k[2]
-        lines.append(f"| {k[0]} | {layer} | {k[4]} | {k[5]} | {a['n_train']} | {a['dim']} "
+        lines.append(f"| {k[0]} | {k[1]} | {layer} | {k[4]} | {k[5]} | {a['n_train']} | {a['dim']} "
                      f"| {_each(runs, k, 'C', '{:g}')} | {_each(runs, k, 'top1', '{:.1f}', 100)} "
                      f"| {_each(runs, k, 'fit_s', '{:.2f}')} | {a.get('n_iter', '')} "
                      f"| {a.get('converged', '')} |")

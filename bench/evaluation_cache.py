@@ -144,9 +144,6 @@ class EvaluationCache:
         predictions' length, and the training matrix's shape (after adaptation) is what the record
         reports. The evaluation's model is None, or with ``with_weights`` the stored raw-feature
         weights (a miss when none were kept)."""
-        return self._read(key, n_test, with_weights)
-
-    def _read(self, key: str, n_test: int, with_weights: bool):
         from featbench.classifier import Evaluation, LinearWeights
 
         if not self.enabled:

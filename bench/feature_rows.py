@@ -30,7 +30,7 @@ class FeatureRows(Mapping[str, np.ndarray]):
     def __init__(self, layout: str, digests: dict[str, bytes], rows: Mapping[str, np.ndarray] | None,
                  load: Callable[[], Mapping[str, np.ndarray]] | None = None) -> None:
         self.layout, self._digests, self._rows, self._load = layout, digests, rows, load
-        self._uids = list(digests) if rows is None else list(rows)
+        self._listed = digests if rows is None else rows  # its keys are the uids this holds
 
     @classmethod
     def computed(cls, rows: Mapping[str, np.ndarray]) -> "FeatureRows":
@@ -50,7 +50,7 @@ class FeatureRows(Mapping[str, np.ndarray]):
     def rows(self) -> Mapping[str, np.ndarray]:
         if self._rows is None:
             rows = self._load()
-            lost = [u for u in self._uids if u not in rows]
+            lost = [u for u in self._listed if u not in rows]
             if lost:
                 raise FeatbenchError(f"{len(lost)} feature row(s) listed in the cache could neither be read back "
                                      f"nor computed again (first image uid {lost[0]}); run the command again")
@@ -66,13 +66,13 @@ class FeatureRows(Mapping[str, np.ndarray]):
         return self.rows()[uid]
 
     def __contains__(self, uid: object) -> bool:
-        return uid in (self._digests if self._rows is None else self._rows)
+        return uid in self._listed
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._uids)
+        return iter(self._listed)
 
     def __len__(self) -> int:
-        return len(self._uids)
+        return len(self._listed)
 
 
 class EvaluationInputs:

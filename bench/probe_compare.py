@@ -32,8 +32,7 @@ def compare(new_dir: Path, old_dir: Path | None, ref_dir: Path) -> str:
     """The table and summary; ``old_dir`` None leaves the old setting's columns out (the reference
     run alone is hours on large records, the old setting's another run)."""
     new, ref = load(new_dir), load(ref_dir)
-    old = load(old_dir) if old_dir is not None else None
-    runs = {"new": new, **({"old": old} if old is not None else {}), "ref": ref}
+    runs = {"new": new, **({"old": load(old_dir)} if old_dir is not None else {}), "ref": ref}
     keys = [k for k in new if all(k in run for run in runs.values())]
     if not keys:
         return "no records in common"
@@ -59,7 +58,7 @@ def compare(new_dir: Path, old_dir: Path | None, ref_dir: Path) -> str:
               "chosen C equal to the converged reference: " + ", ".join(f"{n} {100 * v:.0f} %" for n, v in same_c.items())
               + "; largest |top-1 - reference|: " + ", ".join(f"{n} {v:.2f} points" for n, v in worst.items())
               + "; fit_s sums: " + ", ".join(f"{'reference' if n == 'ref' else n} {v:.1f} s" for n, v in fit.items())
-              + (f" (old / new = {fit['old'] / max(fit['new'], 1e-9):.2f})" if old is not None else "")]
+              + (f" (old / new = {fit['old'] / max(fit['new'], 1e-9):.2f})" if "old" in fit else "")]
     return "\n".join(lines)
 
 

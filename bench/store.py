@@ -149,9 +149,9 @@ class FeatureStore:
         return row[0]
 
     # -- reading ---------------------------------------------------------------------------
-    def _entries(self, namespace: str, uids: Iterable[str]) -> tuple[str, int, list[tuple[bytes, int, int, bytes]]] | None:
-        """``(dtype, dim, [(uid, chunk, row, digest), ...])`` for the stored ``uids``, from the index
-        alone; None when the namespace holds nothing."""
+    def _entries(self, namespace: str, uids: Iterable[str]) -> tuple[int, str, int, list[tuple[bytes, int, int, bytes]]] | None:
+        """``(namespace id, dtype, dim, [(uid, chunk, row, digest), ...])`` for the stored ``uids``,
+        from the index alone; None when the namespace holds nothing."""
         uids = list(dict.fromkeys(uids))
         if not uids or not self.exists:
             return None
@@ -166,7 +166,7 @@ class FeatureStore:
             marks = ",".join("?" * len(keys))
             entries += con.execute(
                 f"SELECT uid, chunk, row, digest FROM entries WHERE ns = ? AND uid IN ({marks})", (ns, *keys)).fetchall()
-        return dtype, dim, entries
+        return ns, dtype, dim, entries
 
     def digests(self, namespace: str, uids: Iterable[str]) -> tuple[str, dict[str, bytes]]:
         """``(layout, uid -> row digest)`` for the stored ``uids``, read from the index without
@@ -174,9 +174,9 @@ class FeatureStore:
         stands for. A cached evaluation is found by these digests, so a re-run whose evaluations
         are all cached never reads its feature rows."""
         found = self._entries(namespace, uids)
-        if found is None or not found[2]:
+        if found is None or not found[3]:
             return "", {}
-        dtype, dim, entries = found
+        _, dtype, dim, entries = found
         return f"{np.dtype(dtype).str}[{dim}]", {_uid_text(uid): bytes(digest) for uid, _, _, digest in entries}
 
     def get_many(self, namespace: str, uids: Iterable[str]) -> dict[str, np.ndarray]:
@@ -185,8 +185,7 @@ class FeatureStore:
         found_entries = self._entries(namespace, uids)
         if found_entries is None:
             return {}
-        dtype, dim, entries = found_entries
-        ns = self._ns_id(namespace, create=False)
+        ns, dtype, dim, entries = found_entries
         by_chunk: dict[int, list[tuple[bytes, int, bytes]]] = defaultdict(list)
         for uid, chunk, row, digest in entries:
             by_chunk[chunk].append((uid, row, digest))
@@ -196,10 +195,13 @@ class FeatureStore:
                                             tuple(by_chunk))) if by_chunk else {}
         for chunk, wanted in by_chunk.items():
             data = self._load_chunk(files.get(chunk), dtype, dim)
-            held = [w for w in wanted if data is not None and w[1] < len(data)]
-            damaged += [uid for uid, row, _ in wanted if data is None or row >= len(data)]
-            rows = np.array(data[[row for _, row, _ in held]]) if held else None  # one read of the wanted rows
-            for (uid, _, digest), array in zip(held, rows if held else ()):
+            if data is None:
+                damaged += [uid for uid, _, _ in wanted]
+                continue
+            held = [w for w in wanted if w[1] < len(data)]
+            damaged += [uid for uid, row, _ in wanted if row >= len(data)]
+            rows = np.array(data[[row for _, row, _ in held]])  # one read of the wanted rows
+            for (uid, _, digest), array in zip(held, rows):
                 if row_digest(array) != digest:
                     damaged.append(uid)
                 else:

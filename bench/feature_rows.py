@@ -5,7 +5,7 @@ The evaluation cache finds a finished evaluation by the digests of its feature r
 (:func:`featbench.evaluation_cache.inputs_digest`), not by the rows themselves. When every row
 is already in the feature store, the runner therefore hands out :class:`FeatureRows` whose
 digests come from the store's index and whose rows are read only when something uses one: the
-matrices of a fit that is not cached, the report's feature sample. On the full decaf protocol a
+matrices of a fit that is not cached, the report's feature sample (only the rows it keeps). On the full decaf protocol a
 cached re-run had spent 125 of its 335 s reading and checking rows that no fit then needed.
 """
 from __future__ import annotations
@@ -25,11 +25,12 @@ class FeatureRows(Mapping[str, np.ndarray]):
 
     :meth:`computed` wraps rows in memory (digests computed when first asked for);
     :meth:`stored` lists rows by their stored digests and calls ``load`` for the rows themselves
-    on first access."""
+    on first access; :meth:`some` reads only the rows it is asked for (``load_some``)."""
 
     def __init__(self, layout: str, digests: dict[str, bytes], rows: Mapping[str, np.ndarray] | None,
-                 load: Callable[[], Mapping[str, np.ndarray]] | None = None) -> None:
-        self.layout, self._digests, self._rows, self._load = layout, digests, rows, load
+                 load: Callable[[], Mapping[str, np.ndarray]] | None = None,
+                 load_some: Callable[[Sequence[str]], Mapping[str, np.ndarray]] | None = None) -> None:
+        self.layout, self._digests, self._rows, self._load, self._load_some = layout, digests, rows, load, load_some
         self._listed = digests if rows is None else rows  # its keys are the uids this holds
 
     @classmethod
@@ -39,8 +40,9 @@ class FeatureRows(Mapping[str, np.ndarray]):
         return cls(layout, {}, rows)
 
     @classmethod
-    def stored(cls, layout: str, digests: dict[str, bytes], load: Callable[[], Mapping[str, np.ndarray]]) -> "FeatureRows":
-        return cls(layout, digests, None, load)
+    def stored(cls, layout: str, digests: dict[str, bytes], load: Callable[[], Mapping[str, np.ndarray]],
+               load_some: Callable[[Sequence[str]], Mapping[str, np.ndarray]] | None = None) -> "FeatureRows":
+        return cls(layout, digests, None, load, load_some)
 
     @property
     def read(self) -> bool:
@@ -56,6 +58,18 @@ class FeatureRows(Mapping[str, np.ndarray]):
                                      f"nor computed again (first image uid {lost[0]}); run the command again")
             self._rows = rows
         return self._rows
+
+    def some(self, uids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The rows of ``uids`` only. Rows not yet in memory are read through ``load_some`` when
+        there is one (the report's feature sample wants 500 test rows, not every row of a task);
+        if any of them cannot be read back intact, every row is loaded (and the damaged ones
+        computed again) as on first access."""
+        if self._rows is None and self._load_some is not None:
+            got = self._load_some(list(uids))
+            if all(u in got for u in uids):
+                return {u: got[u] for u in uids}
+        rows = self.rows()
+        return {u: rows[u] for u in uids}
 
     def digest(self, uid: str) -> bytes:
         if uid not in self._digests:

@@ -52,6 +52,14 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
 
 
+def sample_indices(n: int, max_points: int = MAX_POINTS, seed: int = 0) -> np.ndarray:
+    """The rows a sample of ``n`` keeps: all of them, or a seeded draw of ``max_points`` in order.
+    The runner draws them before reading any feature row, so that only these are read."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+
+
 def write_features_sample(run_dir: Path, task: str, classes: Sequence[str], labels: Sequence[int],
                           features: Sequence[tuple[str, str, str, np.ndarray]], *, split: str = "test",
                           trial: int = 0, uids: Sequence[str] | None = None, max_points: int = MAX_POINTS,
@@ -63,9 +71,7 @@ def write_features_sample(run_dir: Path, task: str, classes: Sequence[str], labe
     """
     labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)
-    keep = np.arange(n)
-    if n > max_points:
-        keep = np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+    keep = sample_indices(n, max_points, seed)
     out = Path(run_dir) / SAMPLE_DIR
     out.mkdir(parents=True, exist_ok=True)
     items = []

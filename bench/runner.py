@@ -34,7 +34,7 @@ from featbench.errors import FeatbenchError
 from featbench.executor import make_executor
 from featbench.features import Extractor, create
 from featbench.features.descriptor_store import DescriptorStore
-from featbench.features_sample import write_features_sample
+from featbench.features_sample import sample_indices, write_features_sample
 from featbench.finetune import FINETUNING, finetune_evaluate, is_finetune, parse_finetune
 from featbench.gallery import GalleryKeeper
 from featbench.provenance import snapshot
@@ -254,7 +254,10 @@ class Runner:
                     read.update(self._read_or_compute(extractor, namespaces, unique, desc, prepare, stats))
                 return read
 
-            return {o: FeatureRows.stored(layout, digests, lambda o=o: rows()[o])
+            def some(uids: Sequence[str], o: str) -> dict[str, np.ndarray]:
+                return self.cache.get_many(namespaces[o], uids, count=False)
+
+            return {o: FeatureRows.stored(layout, digests, lambda o=o: rows()[o], lambda uids, o=o: some(uids, o))
                     for o, (layout, digests) in listed.items()}, stats
         feats = self._read_or_compute(extractor, namespaces, unique, desc, prepare, stats)
         return {o: FeatureRows.computed(by_uid) for o, by_uid in feats.items()}, stats
@@ -316,7 +319,7 @@ class Runner:
             "notes": sorted({n for s in splits for n in s.notes}),
             "split_checks": [s.stats for s in splits],
         }
-        sample: list[tuple[str, str, str, dict[str, np.ndarray]]] = []
+        sample: list[tuple[str, str, str, FeatureRows]] = []
         self.gallery.start_task(task, self._usable(splits[0].test))
         before = self.evaluations.counts()
         with self._descriptor_store(task, extractors):
@@ -401,8 +404,13 @@ class Runner:
         test = [r for r in split.test if all(r.uid in by_uid for *_, by_uid in sample)]
         if not test:
             return
+        test = [test[i] for i in sample_indices(len(test))]  # only these rows are read from the cache
+        uids = [r.uid for r in test]
         index = {c: i for i, c in enumerate(task.dataset.classes)}
-        features = [(spec, o, fam, np.stack([by_uid[r.uid] for r in test])) for spec, o, fam, by_uid in sample]
+        features = []
+        for spec, o, fam, by_uid in sample:
+            rows = by_uid.some(uids)
+            features.append((spec, o, fam, np.stack([rows[u] for u in uids])))
         write_features_sample(self.out, task.name, task.dataset.classes, [index[r.label] for r in test], features,
                               split="test", trial=0, uids=[r.uid for r in test])
 

@@ -80,6 +80,52 @@ def test_a_cached_row_found_damaged_when_a_fit_needs_it_is_computed_again(tmp_pa
     assert (third.img_per_s_source == "cache").all()
 
 
+def test_a_cached_rerun_reads_only_the_feature_rows_of_the_reports_sample(tmp_path, data_root, monkeypatch):
+    """With every evaluation cached, the only rows a re-run reads are the test rows the report's
+    feature sample keeps (not every row of the task), and the sample is the first run's."""
+    from featbench.store import FeatureStore
+
+    cache = tmp_path / "cache"
+    _run(tmp_path, data_root, "a", cache)
+    read: list[str] = []
+    real_get_many = FeatureStore.get_many
+
+    def reading(self, namespace, uids):
+        read.extend(uids)
+        return real_get_many(self, namespace, uids)
+
+    monkeypatch.setattr(FeatureStore, "get_many", reading)
+    _run(tmp_path, data_root, "b", cache)
+    first, again = (json.loads((tmp_path / r / "features-sample" / "sample.json").read_text()) for r in "ab")
+    assert sorted(read) == sorted(again["uids"]) and len(read) == 18  # the 18 test images of 36
+    assert first == again
+    [item] = again["features"]
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "features-sample" / item["file"]),
+                                  np.load(tmp_path / "b" / "features-sample" / item["file"]))
+
+
+def test_feature_rows_read_a_subset_and_fall_back_to_every_row_when_one_is_damaged():
+    from featbench.feature_rows import FeatureRows
+
+    stored = {u: np.full(3, i, np.float32) for i, u in enumerate("abcd")}
+    loads = []
+
+    def load():
+        loads.append("all")
+        return stored
+
+    def load_some(uids, lose=()):
+        loads.append(tuple(uids))
+        return {u: stored[u] for u in uids if u not in lose}
+
+    rows = FeatureRows.stored("<f4[3]", dict.fromkeys(stored, b""), load, load_some)
+    assert list(rows.some(["c", "a"])) == ["c", "a"] and loads == [("c", "a")] and not rows.read
+    damaged = FeatureRows.stored("<f4[3]", dict.fromkeys(stored, b""), load, lambda uids: load_some(uids, lose="a"))
+    loads.clear()
+    np.testing.assert_array_equal(damaged.some(["a", "b"])["a"], stored["a"])
+    assert loads == [("a", "b"), "all"] and damaged.read
+
+
 def test_changed_config_does_not_reuse_features(tmp_path, data_root):
     cache = tmp_path / "cache"
     _run(tmp_path, data_root, "a", cache)

@@ -90,6 +90,26 @@ def test_head_mode_trains_only_the_last_stage_and_a_new_head():
     assert len(h) == 2 and len(h) + len(b) == len(list(net_all.parameters()))
 
 
+@pytest.mark.parametrize("bn", ["eval", "train"])
+def test_head_mode_leaves_everything_below_the_last_stage_as_it_was(bn):
+    """finetune-head trains the last stage and the head only: every weight and every BatchNorm
+    statistic below it is the pretrained one after training, with either BatchNorm setting
+    (``bn`` applies to the layers that train); ``bn=train`` moves the last stage's statistics."""
+    from featbench.finetune import _train
+
+    cnn = create(SMALL_CNN)
+    cnn.configure_runtime(device="cpu")
+    ims, y = _images(12), [i % 3 for i in range(12)]
+    before = cnn.pretrained_model().state_dict()
+    net, _, _ = _train(cnn, "finetune-head", 3, ims, y, 1, {**RECIPE, "batch_size": 6, "bn": bn}, 0, torch.device("cpu"))
+    after = net.state_dict()
+    trained = ("blocks.6", "conv_head", "bn2", "classifier")
+    below = [k for k in before if not k.startswith(trained)]
+    assert below and all(torch.equal(before[k], after[k]) for k in below)
+    stage_stats = [k for k in before if k.startswith("blocks.6") and k.endswith("running_mean")]
+    assert stage_stats and any(not torch.equal(before[k], after[k]) for k in stage_stats) == (bn == "train")
+
+
 def test_torchvision_last_stage():
     cnn = create("cnn:resnet18:weights=random")
     net = cnn.pretrained_model()

@@ -5,9 +5,10 @@
   class, one line per extractor/layer/evaluation, mean ± sample std over trials.
 * **Decision map**: for every task (and curve point) that has fine-tuning rows, the best of each
   way to transfer — classical features + linear classifier, CNN features + linear classifier,
-  ``finetune-head``, ``finetune-all`` — with its accuracy and what it cost in the run (extraction
-  plus classifier seconds for the linear ways, training plus prediction seconds for fine-tuning;
-  features read from the cache cost nothing here, so compare costs within one cold run).
+  ``finetune-head``, ``finetune-all`` — with its accuracy and what it costs (:func:`record_costs`:
+  extraction plus classifier seconds for the linear ways, training plus prediction seconds for
+  fine-tuning; extraction at the speed recorded when the features were computed, so a task whose
+  features came from the cache costs what computing them cost).
   Ways whose accuracy is within noise of the best (:func:`within_noise`) tie, and the cheapest of
   the tied ways is the one to pick: the map names it and the ways it tied with.
 Only adaptation method ``none`` enters both (fine-tuning has no feature-space adaptation).
@@ -118,6 +119,22 @@ def within_noise(best: tuple[float, float], other: tuple[float, float]) -> bool:
     return bool(np.isfinite(margin) and a - b <= margin)
 
 
+def record_costs(df: pd.DataFrame) -> pd.Series:
+    """Seconds one record's way to transfer costs. Linear ways: extracting the record's training and
+    test images at its ``img_per_s`` (the speed measured when its features were computed, which
+    the cache keeps: ``extract_s`` is 0 for features read back, and a learning curve's later sizes
+    read the first size's) plus the classifier's ``fit_s``; ``extract_s`` where no speed is known.
+    Fine-tuning: ``fit_s`` (training, the LP-FT probe inside it, and prediction); it reads pixels,
+    not the extracted features."""
+    def num(col: str) -> pd.Series:
+        return pd.to_numeric(df[col], errors="coerce") if col in df.columns else pd.Series(np.nan, index=df.index)
+
+    speed = num("img_per_s")
+    extraction = ((num("n_train") + num("n_test")) / speed).where(speed > 0, num("extract_s"))
+    tuned = df["classifier"].astype(str).str.partition(":")[0].isin(FINETUNE)
+    return num("fit_s").fillna(0) + extraction.where(~tuned, 0).fillna(0)
+
+
 def decision_rows(ctx: ReportContext) -> list[dict]:
     """Per task with fine-tuning rows: the best variant of each way, its accuracy and cost."""
     agg = ctx.agg[ctx.agg["method"] == "none"].copy()
@@ -127,11 +144,9 @@ def decision_rows(ctx: ReportContext) -> list[dict]:
     if not tuned.any():
         return []
     df = ctx.df
-    cost_cols = [c for c in ("extract_s", "fit_s") if c in df.columns]
     keys = ["task", "extractor", "layer", "classifier"]
     plain = df[df["method"] == "none"]
-    cost = (plain.assign(_cost=plain[cost_cols].apply(pd.to_numeric, errors="coerce").sum(axis=1))
-            .groupby(keys)["_cost"].mean())
+    cost = plain.assign(_cost=record_costs(plain)).groupby(keys)["_cost"].mean()
     n_test = plain.assign(_n=pd.to_numeric(plain["n_test"], errors="coerce")).groupby(keys)["_n"].mean()
     out = []
     for task, g in agg.groupby("task", sort=False):
@@ -190,8 +205,9 @@ def decision_map(ctx: ReportContext) -> Section | None:
         html_body.append(cells_h)
         md_body.append(cells_m)
     intro = ("For each task (and learning-curve point): the best variant of each way to transfer, its headline "
-             "accuracy (mean ± std over trials) and its cost in this run in seconds (extraction + classifier for "
-             "the linear ways, training + prediction for fine-tuning; cached features count as 0 s). Ways within "
+             "accuracy (mean ± std over trials) and its cost in seconds per trial (extraction + classifier for the "
+             "linear ways, extraction at the speed measured when the features were computed, cached or not; "
+             "training + prediction for fine-tuning). Ways within "
              "noise of the most accurate one tie (difference at most 1.96 standard errors: over trials, or the "
              "binomial error of the test set for one trial); bold: the cheapest of the tied ways, the one to pick. "
              "Adaptation method 'none' only.")

@@ -217,7 +217,7 @@ def _decision_ctx(rows):
     """What decision_rows reads: per-trial records (df) and their aggregate (agg)."""
     from types import SimpleNamespace
 
-    df = pd.DataFrame([{"task": "t", "method": "none", "layer": "", "extract_s": cost, "fit_s": 0.0, "n_test": n_test,
+    df = pd.DataFrame([{"task": "t", "method": "none", "layer": "", "extract_s": 0.0, "fit_s": cost, "n_test": n_test,
                         "extractor": ex, "classifier": clf} for ex, clf, _, _, _, cost, n_test in rows])
     agg = pd.DataFrame([{"task": "t", "method": "none", "layer": "", "metric": "top1", "extractor": ex, "classifier": clf,
                          "extractor_family": "cnn" if ex.startswith("cnn") else "classical", "acc_mean": acc,
@@ -243,3 +243,17 @@ def test_decision_map_picks_the_cheapest_of_the_ways_within_noise():
         ("cnn:m", "logreg", 0.80, 0.01, 3, 10.0, 300),
         ("cnn:m", "finetune-all", 0.90, 0.01, 3, 500.0, 300)]))
     assert rec["tied"] == ["finetune-all"] and rec["winner"] == "finetune-all"
+
+
+def test_decision_map_costs_do_not_depend_on_the_feature_cache():
+    """A linear way costs its images at the recorded extraction speed plus its fit, whether the
+    features were computed in the run (extract_s > 0) or read back (0); fine-tuning costs its fit_s."""
+    from featbench.reports.sections_transfer import record_costs
+
+    df = pd.DataFrame([
+        {"classifier": "logreg", "n_train": 30, "n_test": 70, "img_per_s": 50.0, "extract_s": 2.1, "fit_s": 0.5},
+        {"classifier": "logreg", "n_train": 30, "n_test": 70, "img_per_s": 50.0, "extract_s": 0.0, "fit_s": 0.5},
+        {"classifier": "logreg", "n_train": 30, "n_test": 70, "img_per_s": np.nan, "extract_s": 3.0, "fit_s": 0.5},
+        {"classifier": "finetune-all:epochs=3", "n_train": 30, "n_test": 70, "img_per_s": 50.0, "extract_s": 2.1,
+         "fit_s": 40.0}])
+    assert record_costs(df).tolist() == pytest.approx([2.5, 2.5, 3.5, 40.0])

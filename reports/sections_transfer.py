@@ -160,7 +160,8 @@ def decision_rows(ctx: ReportContext) -> list[dict]:
                 continue
             best = w.loc[w["acc_mean"].idxmax()]
             key = (task, best["extractor"], best["layer"], best["classifier"])
-            rec[way] = (best["acc_mean"], best["acc_std"], _series_label(best), cost.get(key, np.nan))
+            spread = best["acc_std"] if int(best["n_trials"]) > 1 else np.nan  # one trial has no spread to show
+            rec[way] = (best["acc_mean"], spread, _series_label(best), cost.get(key, np.nan))
             rec.setdefault("se", {})[way] = standard_error(best["acc_mean"], best["acc_std"], int(best["n_trials"]),
                                                           n_test.get(key, np.nan))
         present = [w for w in WAYS if w in rec]

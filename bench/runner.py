@@ -254,10 +254,8 @@ class Runner:
                     read.update(self._read_or_compute(extractor, namespaces, unique, desc, prepare, stats))
                 return read
 
-            def some(uids: Sequence[str], o: str) -> dict[str, np.ndarray]:
-                return self.cache.get_many(namespaces[o], uids, count=False)
-
-            return {o: FeatureRows.stored(layout, digests, lambda o=o: rows()[o], lambda uids, o=o: some(uids, o))
+            return {o: FeatureRows.stored(layout, digests, lambda o=o: rows()[o],
+                                          lambda uids, o=o: self.cache.get_many(namespaces[o], uids, count=False))
                     for o, (layout, digests) in listed.items()}, stats
         feats = self._read_or_compute(extractor, namespaces, unique, desc, prepare, stats)
         return {o: FeatureRows.computed(by_uid) for o, by_uid in feats.items()}, stats

@@ -119,6 +119,11 @@ def within_noise(best: tuple[float, float], other: tuple[float, float]) -> bool:
     return bool(np.isfinite(margin) and a - b <= margin)
 
 
+def fine_tuned(frame: pd.DataFrame) -> pd.Series:
+    """Which rows are fine-tuning evaluations (``finetune-head:bn=train`` included)."""
+    return frame["classifier"].astype(str).str.partition(":")[0].isin(FINETUNE)
+
+
 def record_costs(df: pd.DataFrame) -> pd.Series:
     """Seconds one record's way to transfer costs. Linear ways: extracting the record's training and
     test images at its ``img_per_s`` (the speed measured when its features were computed, which
@@ -131,8 +136,7 @@ def record_costs(df: pd.DataFrame) -> pd.Series:
 
     speed = num("img_per_s")
     extraction = ((num("n_train") + num("n_test")) / speed).where(speed > 0, num("extract_s"))
-    tuned = df["classifier"].astype(str).str.partition(":")[0].isin(FINETUNE)
-    return num("fit_s").fillna(0) + extraction.where(~tuned, 0).fillna(0)
+    return num("fit_s").fillna(0) + extraction.where(~fine_tuned(df), 0).fillna(0)
 
 
 def decision_rows(ctx: ReportContext) -> list[dict]:
@@ -140,7 +144,7 @@ def decision_rows(ctx: ReportContext) -> list[dict]:
     agg = ctx.agg[ctx.agg["method"] == "none"].copy()
     if agg.empty:  # no records: str.partition of an empty column has no column 0
         return []
-    tuned = agg["classifier"].astype(str).str.partition(":")[0].isin(FINETUNE)
+    tuned = fine_tuned(agg)
     if not tuned.any():
         return []
     df = ctx.df
